@@ -1,0 +1,10 @@
+"""Accuracy regression suite for static post-training quantization of ResNet8 on CIFAR-10."""
+
+from ptq_core.calibration import CalibrationConfig, CalibrationSet
+from ptq_core.errors import PTQError
+from ptq_core.eval import EvalResult, evaluate
+from ptq_core.matrix import CELLS, Cell
+from ptq_core.workspace import Workspace, get_calibration_data
+
+__all__ = ["CELLS", "CalibrationConfig", "CalibrationSet", "Cell", "EvalResult", "PTQError", "Workspace",
+           "evaluate", "get_calibration_data"]

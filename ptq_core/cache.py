@@ -1,0 +1,112 @@
+"""Build an artifact once: across pytest-xdist workers (file lock) and across runs (a recorded key).
+
+Next to each artifact ``X`` lie ``X.key.json`` (the key it was built under and its sha256) and
+``X.lock``. An artifact is reused only when the recorded key equals the wanted one and the file still
+has the recorded digest. A build writes a temporary file, renames it into place, and only then
+records the key, so an interrupted build leaves nothing a later run would use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from ptq_core.errors import PTQError
+from ptq_core.sources import file_digest
+
+BUILD_LOG = "builds.log"
+_LIBRARIES = ("numpy", "onnx", "onnxruntime", "torch", "torchao", "h5py")
+# The modules whose code decides what an artifact holds.
+_BUILDER_MODULES = ("calibration", "cifar10", "export", "ort_quant", "pt2e_quant", "resnet8")
+
+
+class StaleArtifactWarning(UserWarning):
+    """A cached artifact no longer matches the digest recorded when it was built."""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def code_digest() -> str:
+    """Digest of the code that makes artifacts: changing how they are made rebuilds them."""
+    h = hashlib.sha256()
+    for name in _BUILDER_MODULES:
+        path = Path(__file__).with_name(f"{name}.py")
+        h.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+    return h.hexdigest()[:16]
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".key.json")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _normalised(key: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(key, sort_keys=True))
+    return result
+
+
+def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]) -> Path:
+    """Return ``path`` holding the artifact for ``key``; ``build(tmp)`` writes it only when needed."""
+    key = _normalised(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path.with_name(path.name + ".lock")))
+        lock.acquire()
+    except OSError as exc:
+        raise PTQError(f"cannot write to {path.parent} ({exc.strerror or exc}): make it writable, or point "
+                       "PTQ_MODELS_DIR at a writable folder") from exc
+    try:
+        record = _read_sidecar(path)
+        if record is not None and record.get("key") == key and path.is_file():
+            if file_digest(path) == record.get("sha256"):
+                return path
+            warnings.warn(f"{path} was altered or truncated after it was built (digest mismatch): rebuilding",
+                          StaleArtifactWarning, stacklevel=2)
+        _sidecar(path).unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            build(tmp)
+            digest = file_digest(tmp)
+            os.replace(tmp, path)
+            _write_atomic(_sidecar(path), json.dumps({"key": key, "sha256": digest}, indent=1, sort_keys=True))
+        except OSError as exc:
+            raise PTQError(f"building {path} failed: {exc}. Check that {path.parent} is writable and has "
+                           "free space (or set PTQ_MODELS_DIR)") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        with open(path.parent / BUILD_LOG, "a") as log:
+            log.write(f"{time.time():.3f} {os.getpid()} {path.name} {digest}\n")
+        return path
+    finally:
+        lock.release()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

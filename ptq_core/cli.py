@@ -1,0 +1,125 @@
+"""``python -m ptq_core`` / ``ptq``: prepare the FP32 models, quantize one cell, evaluate any model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ptq_core.calibration import CalibrationConfig
+from ptq_core.errors import PTQError
+from ptq_core.matrix import CALIBRATORS, DTYPES, FRAMEWORKS, GRANULARITIES, Cell
+
+EXAMPLES = """\
+subcommands, one example each:
+  prepare    python -m ptq_core prepare
+             find or download CIFAR-10 and the ResNet8 weights, verify them, build models/resnet8.{onnx,pt}
+  quantize   python -m ptq_core quantize --framework onnxruntime --dtype u8s8 --calibrator entropy
+             build one cell of the matrix into models/ (or --out PATH)
+  evaluate   python -m ptq_core evaluate --model models/resnet8_int8.onnx --json
+             top-1 accuracy of any model (.onnx or .pt) on the 10,000 CIFAR-10 test images
+
+Data and weights are found in this order: --cifar10-dir / --resnet8-h5, then $PTQ_CIFAR10_DIR /
+$PTQ_RESNET8_H5, then the cache $PTQ_CACHE_DIR (default ~/.cache/ptq-suite), else downloaded from the
+official sources and verified by checksum.
+"""
+
+
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cifar10-dir", metavar="DIR", help="the cifar-10-batches-py folder")
+    parser.add_argument("--resnet8-h5", metavar="FILE", help="pretrainedResnet.h5 (MLPerf Tiny ResNet8)")
+    parser.add_argument("--models-dir", metavar="DIR", help="where artifacts are built (default ./models, or $PTQ_MODELS_DIR)")
+
+
+def _choices(values: Sequence[str]) -> str:
+    return ", ".join(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptq", description="Static post-training quantization of ResNet8 "
+                                     "(CIFAR-10) with ONNX Runtime and PyTorch PT2E, and its accuracy cost.",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate}")
+
+    prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
+    _source_args(prepare)
+
+    quantize = sub.add_parser("quantize", help="build one quantized cell",
+                              epilog="dtypes: " + "; ".join(f"{f}: {_choices(DTYPES[f])}" for f in FRAMEWORKS)
+                              + "\ncalibrators: " + "; ".join(f"{f}: {_choices(CALIBRATORS[f])}" for f in FRAMEWORKS),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    quantize.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    quantize.add_argument("--dtype", required=True, help="activation/weight types (see below)")
+    quantize.add_argument("--calibrator", default="minmax", help="range estimation (see below; default minmax)")
+    quantize.add_argument("--granularity", default="per_channel", choices=GRANULARITIES)
+    quantize.add_argument("--samples", type=int, default=200, help="calibration images, stratified (default 200)")
+    quantize.add_argument("--seed", type=int, default=42, help="calibration sampling seed (default 42)")
+    quantize.add_argument("--split", default="test", choices=("test", "train"), help="split to calibrate from")
+    quantize.add_argument("--out", type=Path, help="copy the artifact here too")
+    _source_args(quantize)
+
+    evaluate = sub.add_parser("evaluate", help="accuracy of a model on the 10,000 test images")
+    evaluate.add_argument("--model", required=True, type=Path, help="a .onnx or .pt (torch.export) file")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _source_args(evaluate)
+    return parser
+
+
+def _workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ptq_core.workspace import Workspace
+
+    return Workspace.locate(args.cifar10_dir, args.resnet8_h5, args.models_dir)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from ptq_core.eval import evaluate
+
+    ws = _workspace(args)
+    test = ws.split("test")
+    print(f"CIFAR-10 test split verified: {ws.cifar10_dir} ({len(test)} images)")
+    print(f"ResNet8 weights verified:     {ws.resnet8_h5}")
+    for path in (ws.fp32_onnx(), ws.fp32_pt()):
+        result = evaluate(path, test.images, test.labels)
+        print(f"{path}: {result.accuracy:.2%} ({result.correct}/{result.total})")
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    import shutil
+
+    cell = Cell(args.framework, args.dtype, args.calibrator, args.granularity)
+    config = CalibrationConfig(args.samples, args.seed, args.split)
+    ws = _workspace(args)
+    ws.calibration(config)  # a bad sample count fails here, before any model is built
+    path = ws.quantized(cell, config)
+    if args.out:
+        shutil.copyfile(path, args.out)
+        path = args.out
+    print(f"{cell.id}: {path}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ptq_core.eval import evaluate
+
+    ws = _workspace(args)
+    test = ws.split("test")
+    result = evaluate(args.model, test.images, test.labels)
+    if args.json:
+        print(json.dumps({"model": str(args.model), **result.as_dict()}))
+    else:
+        print(f"{args.model}: {result.accuracy:.2%} ({result.correct}/{result.total})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        {"prepare": _prepare, "quantize": _quantize, "evaluate": _evaluate}[args.command](args)
+    except PTQError as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

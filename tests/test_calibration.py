@@ -1,0 +1,68 @@
+"""Calibration sets: stratified, distinct, seeded; properties over arbitrary label arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ptq_core import get_calibration_data
+from ptq_core.calibration import stratified_indices
+from ptq_core.errors import PTQError
+
+# label arrays in which every class has at least `floor` images
+labels_st = st.integers(1, 40).flatmap(
+    lambda floor: arrays(np.int64, st.integers(0, 200), elements=st.integers(0, 9)).map(
+        lambda extra: np.random.default_rng(len(extra)).permutation(np.concatenate([np.repeat(np.arange(10), floor), extra]))
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels=labels_st, data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_indices_are_stratified_distinct_and_seeded(labels: np.ndarray, data, seed: int) -> None:
+    floor = np.bincount(labels, minlength=10).min()
+    n = data.draw(st.integers(10, 10 * int(floor)), label="num_samples")
+    idx = stratified_indices(labels, n, seed)
+    counts = np.bincount(labels[idx], minlength=10)
+    assert len(idx) == n and len(np.unique(idx)) == n
+    assert counts.min() == n // 10 and counts.max() - counts.min() <= 1
+    assert counts.sum() - 10 * (n // 10) == n % 10  # the remainder: one extra image for n % 10 classes
+    assert np.array_equal(idx, stratified_indices(labels, n, seed))
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_different_seeds_draw_different_sets(seed: int) -> None:
+    labels = np.repeat(np.arange(10), 1000)
+    assert not np.array_equal(stratified_indices(labels, 200, seed), stratified_indices(labels, 200, seed + 1))
+
+
+@pytest.mark.parametrize("n", [0, -5, 9, 2.5, True])
+def test_impossible_sample_count_is_refused(n: object) -> None:
+    with pytest.raises(PTQError, match="num_samples must be an integer >= 10"):
+        stratified_indices(np.repeat(np.arange(10), 5), n, 0)  # type: ignore[arg-type]
+
+
+def test_more_samples_than_a_class_has_is_refused() -> None:
+    with pytest.raises(PTQError, match=r"needs 6 images of class \d, the split has 5: use at most 50"):
+        stratified_indices(np.repeat(np.arange(10), 5), 60, 0)
+
+
+def test_default_set_is_200_stratified_test_images(ws) -> None:
+    calib = get_calibration_data(cifar10_dir=ws.cifar10_dir)
+    assert calib.images.shape == (200, 32, 32, 3) and calib.images.dtype == np.float32
+    assert 0 <= calib.images.min() and calib.images.max() <= 255 and calib.images.max() > 1  # raw, not normalised
+    assert np.bincount(calib.labels, minlength=10).tolist() == [20] * 10
+    test = ws.split("test")
+    assert np.array_equal(calib.images, test.images[calib.indices].astype(np.float32))
+    assert np.array_equal(calib.labels, test.labels[calib.indices])
+
+
+def test_train_split_calibration_comes_from_training_images(ws) -> None:
+    calib = get_calibration_data(50, seed=1, split="train", cifar10_dir=ws.cifar10_dir)
+    train = ws.split("train")
+    assert np.array_equal(calib.images, train.images[calib.indices].astype(np.float32))
+    assert np.bincount(calib.labels, minlength=10).tolist() == [5] * 10

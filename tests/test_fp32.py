@@ -1,0 +1,60 @@
+"""The FP32 ResNet8 as ONNX and as a torch.export archive: the MLPerf Tiny model, exactly."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from ptq_core.errors import PTQError
+from ptq_core.runtime import as_predictor
+
+FP32_CORRECT = 8719  # MLPerf Tiny ResNet8 on the 10,000 CIFAR-10 test images (87.19 %)
+
+
+@pytest.fixture(scope="module", params=["onnx", "pt"])
+def fp32_model(request, fp32_onnx, fp32_pt):
+    return fp32_onnx if request.param == "onnx" else fp32_pt
+
+
+def test_fp32_scores_exactly_8719(fp32_model, evaluated) -> None:
+    result = evaluated(fp32_model)
+    assert result.correct == FP32_CORRECT, f"{fp32_model.name}: {result.correct}/10000, expected {FP32_CORRECT}"
+
+
+def test_onnx_and_pytorch_agree_on_every_image(fp32_onnx, fp32_pt, test_split) -> None:
+    p_onnx, p_pt = (as_predictor(path)(test_split.images) for path in (fp32_onnx, fp32_pt))
+    assert np.array_equal(p_onnx.argmax(1), p_pt.argmax(1))
+    assert np.abs(p_onnx - p_pt).max() <= 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_output_is_probabilities_of_shape_batch_by_10(fp32_model, test_split, batch: int) -> None:
+    probs = as_predictor(fp32_model)(test_split.images[:batch])
+    assert probs.shape == (batch, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_graph_is_clean_and_static(fp32_onnx) -> None:
+    model = onnx.load(str(fp32_onnx))
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["Conv"] == 9 and ops["Gemm"] == 1
+    assert not {"BatchNormalization", "Shape", "Gather", "Div", "Pad"} & set(ops), ops
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [32, 32, 3]
+    stride2 = [n for n in model.graph.node if n.op_type == "Conv"
+               and list(next(a.ints for a in n.attribute if a.name == "strides")) == [2, 2]
+               and list(next(a.ints for a in n.attribute if a.name == "kernel_shape")) == [3, 3]]
+    assert [list(next(a.ints for a in n.attribute if a.name == "pads")) for n in stride2] == [[0, 0, 1, 1]] * 2
+
+
+@pytest.mark.parametrize("shape, dtype, message", [
+    ((2, 3, 32, 32), np.float32, r"shape \(N, 32, 32, 3\).*got \(2, 3, 32, 32\): transpose NCHW to NHWC"),
+    ((2, 32, 32), np.float32, r"shape \(N, 32, 32, 3\)"),
+    ((2, 32, 32, 3), np.float64, r"uint8 or float32 raw pixels in \[0, 255\], got float64"),
+])
+def test_wrong_input_gets_a_clear_error(fp32_model, shape, dtype, message) -> None:
+    with pytest.raises(PTQError, match=message):
+        as_predictor(fp32_model)(np.zeros(shape, dtype))
