@@ -63,13 +63,34 @@ CELLS: tuple[Cell, ...] = tuple(
     for granularity in GRANULARITIES
 )
 
-# cell id -> measured reason. Each becomes xfail(strict=True), so the suite notices when it changes.
-EXPECTED_FAILURES: dict[str, str] = {}
+# cell id -> measured reason. The cell's accuracy checks become xfail(strict=True), so the suite
+# notices the day a library changes it; every other check still runs on the cell.
+_DISTRIBUTION = ("ORT's Distribution calibrator (meant for float8) gives ReLU outputs symmetric +-max|x| ranges, "
+                 "yet QDQ still removes the ReLUs: measured {} % (onnxruntime 1.32)")
+EXPECTED_FAILURES: dict[str, str] = {
+    "onnxruntime-int8-distribution-per_channel": _DISTRIBUTION.format("10.05"),
+    "onnxruntime-int8-distribution-per_tensor": _DISTRIBUTION.format("10.03"),
+    "onnxruntime-uint8-distribution-per_channel": _DISTRIBUTION.format("10.03"),
+    "onnxruntime-uint8-distribution-per_tensor": _DISTRIBUTION.format("10.03"),
+    "onnxruntime-u8s8-distribution-per_channel": _DISTRIBUTION.format("10.05"),
+    "onnxruntime-u8s8-distribution-per_tensor": _DISTRIBUTION.format("10.03"),
+}
 
 
-def cell_id(cell: Cell) -> str:
-    return cell.id
+# The file on disk is only >= 2x smaller for PT2E: torch.export stores ~70 KB of graph JSON beside the
+# ~80 KB of int8 weights, more than the FP32 graph needs (q/dq nodes). ONNX's graph is small.
+MIN_FILE_RATIO = {"onnxruntime": 3.0, "pytorch": 2.0}
+MIN_PAYLOAD_RATIO = 3.8
+MAX_ACCURACY_DROP_POINTS = 3.0
+MAX_CLASS_DROP_POINTS = 10.0
 
 
-def default_cell(framework: str, dtype: str) -> Cell:
-    return Cell(framework, dtype)
+def pytest_params(cells: tuple[Cell, ...] = CELLS, expect_accuracy: bool = False) -> list:  # type: ignore[type-arg]
+    """``cells`` as pytest params with their ids; with ``expect_accuracy`` the known failures are xfail(strict)."""
+    import pytest
+
+    def marks(cell: Cell) -> list:  # type: ignore[type-arg]
+        reason = EXPECTED_FAILURES.get(cell.id) if expect_accuracy else None
+        return [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+
+    return [pytest.param(cell, id=cell.id, marks=marks(cell)) for cell in cells]

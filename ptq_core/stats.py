@@ -1,0 +1,35 @@
+"""Is a quantized model really worse, or within noise? Wilson intervals and the exact McNemar test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy ``correct / total``."""
+    if total <= 0 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total and total > 0, got {correct}/{total}")
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def mcnemar_exact(reference_hits: np.ndarray, candidate_hits: np.ndarray) -> tuple[int, int, float]:
+    """(only reference right, only candidate right, two-sided exact p) on paired per-image outcomes."""
+    reference_hits = np.asarray(reference_hits, dtype=bool)
+    candidate_hits = np.asarray(candidate_hits, dtype=bool)
+    if reference_hits.shape != candidate_hits.shape:
+        raise ValueError(f"paired outcomes differ in shape: {reference_hits.shape} vs {candidate_hits.shape}")
+    b = int((reference_hits & ~candidate_hits).sum())
+    c = int((~reference_hits & candidate_hits).sum())
+    n = b + c
+    if n == 0:
+        return b, c, 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return b, c, min(1.0, 2 * tail / 2**n)  # exact integer arithmetic, correctly rounded at the end
