@@ -7,6 +7,8 @@ xdist workers share one build and a second run reuses it.
 from __future__ import annotations
 
 import functools
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -25,16 +27,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resnet8-h5", metavar="FILE", help="pretrainedResnet.h5 (else $PTQ_RESNET8_H5, the cache, "
                     "or a download)")
     group.addoption("--models-dir", metavar="DIR", help="where artifacts are built (default <rootdir>/models)")
+    group.addoption("--ptq-tolerance", metavar="POINTS", type=float, default=0.25,
+                    help="accuracy drop against another platform's baseline that fails a cell (default 0.25)")
+    group.addoption("--ptq-report", metavar="DIR", help="at the end of the run, write results.json, results.md "
+                    "and plots to DIR")
 
 
 @pytest.fixture(scope="session")
 def ws(pytestconfig: pytest.Config) -> Workspace:
-    models = pytestconfig.getoption("models_dir") or None
-    if models is None:
-        import os
+    return _workspace(pytestconfig)
 
-        models = os.environ.get("PTQ_MODELS_DIR") or Path(pytestconfig.rootpath) / "models"
-    return Workspace.locate(pytestconfig.getoption("cifar10_dir"), pytestconfig.getoption("resnet8_h5"), models)
+
+def _workspace(config: pytest.Config) -> Workspace:
+    models = config.getoption("models_dir") or os.environ.get("PTQ_MODELS_DIR") or Path(config.rootpath) / "models"
+    return Workspace.locate(config.getoption("cifar10_dir"), config.getoption("resnet8_h5"), models)
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +83,52 @@ def quantized(ws: Workspace):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def artifact(quantized, cell: Cell) -> Path:  # type: ignore[no-untyped-def]
     return quantized(cell)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    report_dir = config.getoption("ptq_report", None)
+    if report_dir and not hasattr(config, "workerinput"):
+        config.stash[_REPORT_DIR] = Path(report_dir)
+
+
+_REPORT_DIR = pytest.StashKey[Path]()
+_CELL_IN_NODEID = re.compile(r"((?:onnxruntime|pytorch)-[a-z0-9]+-[a-z_]+-per_(?:channel|tensor))")
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """The whole matrix at a glance: one row per cell, its checks and its accuracy."""
+    cells: dict[str, dict[str, object]] = {}
+    for outcome in ("passed", "failed", "xfailed", "xpassed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            match = _CELL_IN_NODEID.search(getattr(report, "nodeid", ""))
+            if not match or getattr(report, "when", "call") not in ("call", "setup"):
+                continue
+            if report.when == "setup" and outcome == "passed":
+                continue
+            row = cells.setdefault(match.group(1), {"passed": 0, "failed": 0, "xfailed": 0, "skipped": 0})
+            key = "failed" if outcome in ("error", "xpassed") else outcome
+            row[key] = int(row[key]) + 1  # type: ignore[call-overload]
+            row.update(dict(report.user_properties))
+    if not cells:
+        return
+    terminalreporter.write_sep("=", "PTQ matrix (accuracy on 10,000 test images; FP32 87.19 %)")
+    terminalreporter.write_line(f"{'cell':45} {'accuracy':>9} {'Δ pts':>7} {'checks':>8}  result")
+    for cell in sorted(cells):
+        row = cells[cell]
+        acc = row.get("accuracy")
+        acc_text = f"{acc:9.2%} {(acc - 0.8719) * 100:+7.2f}" if isinstance(acc, float) else f"{'-':>9} {'-':>7}"
+        total = sum(int(row[k]) for k in ("passed", "failed", "xfailed", "skipped"))  # type: ignore[call-overload]
+        result = "FAIL" if row["failed"] else "known failure" if row["xfailed"] else "skipped" if row["skipped"] \
+            else "ok"
+        terminalreporter.write_line(f"{cell:45} {acc_text} {row['passed']:>3}/{total:<4}  {result}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    out = session.config.stash.get(_REPORT_DIR, None)
+    if out is None or exitstatus not in (0, 1):
+        return
+    from ptq_core import report
+
+    paths = report.write(report.collect(_workspace(session.config)), out)
+    session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+        "PTQ report: " + ", ".join(str(p) for p in paths))

@@ -20,6 +20,8 @@ subcommands, one example each:
              build one cell of the matrix into models/ (or --out PATH)
   evaluate   python -m ptq_core evaluate --model models/resnet8_int8.onnx --json
              top-1 accuracy of any model (.onnx or .pt) on the 10,000 CIFAR-10 test images
+  report     python -m ptq_core report --out report/
+             build and evaluate every cell, write results.json, results.md and plots
 
 Data and weights are found in this order: --cifar10-dir / --resnet8-h5, then $PTQ_CIFAR10_DIR /
 $PTQ_RESNET8_H5, then the cache $PTQ_CACHE_DIR (default ~/.cache/ptq-suite), else downloaded from the
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptq", description="Static post-training quantization of ResNet8 "
                                      "(CIFAR-10) with ONNX Runtime and PyTorch PT2E, and its accuracy cost.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report}")
 
     prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
     _source_args(prepare)
@@ -64,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, type=Path, help="a .onnx or .pt (torch.export) file")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _source_args(evaluate)
+
+    report = sub.add_parser("report", help="every cell against FP32: results.json, results.md, plots")
+    report.add_argument("--out", required=True, type=Path, help="folder to write the report into")
+    report.add_argument("--no-studies", action="store_true",
+                        help="skip the train-split, calibration-size and SQNR studies")
+    report.add_argument("--readme", type=Path, metavar="README.md",
+                        help="also replace the README's results section with this table and plot")
+    _source_args(report)
     return parser
 
 
@@ -111,11 +121,26 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"{args.model}: {result.accuracy:.2%} ({result.correct}/{result.total})")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from ptq_core import report
+
+    results = report.collect(_workspace(args), studies=not args.no_studies)
+    paths = report.write(results, args.out)
+    if args.readme:
+        dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"
+        report.update_readme(args.readme, results, args.out / "accuracy.png", dest)
+        paths += [args.readme, dest]
+    for path in paths:
+        print(path)
+    best = report.best_cell(results)
+    print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"prepare": _prepare, "quantize": _quantize, "evaluate": _evaluate}[args.command](args)
+        {"prepare": _prepare, "quantize": _quantize, "evaluate": _evaluate, "report": _report}[args.command](args)
     except PTQError as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     return 0

@@ -16,7 +16,7 @@ def test_help_lists_every_subcommand_with_an_example(capsys) -> None:
         main(["--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
-    for command in ("prepare", "quantize", "evaluate"):
+    for command in ("prepare", "quantize", "evaluate", "report"):
         assert f"python -m ptq_core {command}" in out
 
 

@@ -89,6 +89,7 @@ def test_accuracy_vs_fp32(cell: Cell, artifact: Path, evaluated, record_property
     result = evaluated(artifact)
     drop = (FP32_ACCURACY - result.accuracy) * 100
     record_property("accuracy", result.accuracy)
+    record_property("correct", result.correct)
     assert drop <= MAX_ACCURACY_DROP_POINTS, (
         f"{cell.id} scored {result.accuracy:.2%} ({result.correct}/10000), {drop:.2f} points below FP32 "
         f"{FP32_ACCURACY:.2%} (allowed {MAX_ACCURACY_DROP_POINTS})")

@@ -1,0 +1,108 @@
+"""Per-tensor error analysis of a QDQ model: the SQNR of every quantized activation against the FP32 model."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, quant_pre_process
+from onnxruntime.quantization.qdq_loss_debug import (
+    collect_activations,
+    compute_activation_error,
+    create_activation_matching,
+    modify_model_output_intermediate_tensors,
+)
+
+from ptq_core.errors import PTQError
+from ptq_core.export import INPUT_NAME
+from ptq_core.resnet8 import INPUT_SHAPE
+
+BATCH = 64
+MAX_IMAGES = 1024  # every activation of every image is held in memory: ~2.3 MB an image, both models
+
+
+@dataclass(frozen=True)
+class TensorSQNR:
+    tensor: str  # the activation's name in the (pre-processed) FP32 graph
+    op_type: str | None  # op of the FP32 node producing it (None: a graph input)
+    sqnr_db: float  # 20 log10(|fp32| / |fp32 - dequantized|) over all images; identical tensors give ~300+ dB
+
+
+class _Batches(CalibrationDataReader):
+    def __init__(self, images: np.ndarray) -> None:
+        self._it: Iterator[np.ndarray] = iter(np.split(images, range(BATCH, len(images), BATCH)))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def _check(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> np.ndarray:
+    for what, path in (("FP32", fp32_onnx), ("QDQ", qdq_onnx)):
+        if not Path(path).is_file():
+            raise PTQError(f"{what} ONNX model {path} not found: pass ws.fp32_onnx() and ws.quantized(cell)")
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE or not 1 <= len(images) <= MAX_IMAGES:
+        raise PTQError(f"images must be (N, {', '.join(map(str, INPUT_SHAPE))}) with 1 <= N <= {MAX_IMAGES}, "
+                       f"got {images.shape}: pass a few hundred test images, e.g. ws.split('test').images[:256]")
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 255:
+        raise PTQError("images must be raw pixels in [0, 255] like the model input: pass ws.split('test').images")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _activations(model: Path, images: np.ndarray, workdir: Path) -> dict[str, list[np.ndarray]]:
+    """Every float tensor of ``model`` on ``images``: name -> one flattened array a batch."""
+    augmented = workdir / f"{model.stem}_augmented.onnx"
+    try:
+        modify_model_output_intermediate_tensors(str(model), str(augmented))
+        acts: dict[str, list[np.ndarray]] = collect_activations(str(augmented), _Batches(images))
+    except Exception as e:  # protobuf, onnx and ORT's own exception types share no base below Exception
+        raise PTQError(f"cannot run ONNX model {model} ({e}): rebuild it with export_onnx / quantize_onnx") from e
+    return acts
+
+
+def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list[TensorSQNR]:
+    """SQNR of each activation the QDQ model quantizes (its DequantizeLinear output) against the FP32 model's
+    tensor of the same name, both run on ``images``; in the FP32 graph's order. The error is end to end:
+    it includes what every earlier layer lost. ORT's graph optimisations are off, as in qdq_loss_debug."""
+    pixels = _check(fp32_onnx, qdq_onnx, images)
+    with tempfile.TemporaryDirectory(prefix="ptq_sqnr_") as tmp:
+        # quantize_onnx quantized a pre-processed copy; the same pre-processing gives the same tensor names
+        pre = Path(tmp) / "fp32_pre.onnx"
+        try:
+            quant_pre_process(str(fp32_onnx), str(pre))
+        except Exception as e:  # shape inference and ORT's optimizer raise anything
+            raise PTQError(f"cannot pre-process FP32 model {fp32_onnx} ({e}): pass ws.fp32_onnx()") from e
+        graph = onnx.load(str(pre)).graph
+        float_acts = _activations(pre, pixels, Path(tmp))
+        matching = create_activation_matching(_activations(Path(qdq_onnx), pixels, Path(tmp)), float_acts)
+    if not matching:
+        raise PTQError(f"{qdq_onnx} has no QuantizeLinear/DequantizeLinear activation pairs: "
+                       "pass a QDQ model, e.g. ws.quantized(Cell('onnxruntime', 'u8s8'))")
+    unmatched = sorted(name for name, match in matching.items() if "float" not in match)
+    if unmatched:
+        raise PTQError(f"{len(unmatched)} quantized activations of {qdq_onnx} are not in FP32 model {fp32_onnx} "
+                       f"(e.g. {unmatched[:3]}): pass the FP32 model the QDQ model was quantized from")
+    errors = compute_activation_error(matching)
+    producers = {out: (i, node.op_type) for i, node in enumerate(graph.node) for out in node.output}
+    rows = [TensorSQNR(name, producers.get(name, (-1, None))[1], float(err["xmodel_err"]))
+            for name, err in errors.items()]
+    return sorted(rows, key=lambda r: (producers.get(r.tensor, (-1, None))[0], r.tensor))
+
+
+def format_table(rows: Sequence[TensorSQNR]) -> str:
+    """A markdown table of ``rows`` in their order, the lowest-SQNR tensor marked ``<-- worst``."""
+    if not rows:
+        raise PTQError("no SQNR rows to format: pass the list activation_sqnr returned")
+    worst = min(rows, key=lambda r: r.sqnr_db)
+    w = max(len("tensor"), *(len(r.tensor) for r in rows))
+    lines = [f"| {'tensor':<{w}} | {'op':<11} | SQNR (dB) |           |",
+             f"|{'-' * (w + 2)}|{'-' * 13}|----------:|-----------|"]
+    for r in rows:
+        mark = "<-- worst" if r is worst else ""
+        lines.append(f"| {r.tensor:<{w}} | {r.op_type or '(input)':<11} | {r.sqnr_db:9.2f} | {mark:<9} |")
+    return "\n".join(lines)
