@@ -61,5 +61,15 @@ class CalibrationSet:
 
 
 def calibration_set(split_images: np.ndarray, split_labels: np.ndarray, config: CalibrationConfig) -> CalibrationSet:
-    idx = stratified_indices(split_labels, config.num_samples, config.seed)
-    return CalibrationSet(split_images[idx].astype(np.float32), split_labels[idx], idx, config)
+    """The stratified set of ``config`` drawn from a split's images (N, 32, 32, 3) and labels (N,)."""
+    if not isinstance(split_images, np.ndarray) or split_images.ndim != 4 or split_images.shape[1:] != (32, 32, 3):
+        shape = getattr(split_images, "shape", type(split_images).__name__)
+        raise PTQError(f"calibration images must be an array of shape (N, 32, 32, 3) (NHWC), got {shape}")
+    if len(split_images) != len(np.asarray(split_labels)):
+        raise PTQError(f"{len(split_images)} images but {len(np.asarray(split_labels))} labels: pass one label per image")
+    idx = stratified_indices(np.asarray(split_labels), config.num_samples, config.seed)
+    images = split_images[idx].astype(np.float32)
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 255:
+        raise PTQError("calibration images must be raw pixels in [0, 255] (no NaN/inf, not normalised): "
+                       f"found values in [{np.nanmin(images)}, {np.nanmax(images)}]")
+    return CalibrationSet(images, np.asarray(split_labels)[idx], idx, config)

@@ -68,7 +68,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise PTQError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}). "
                        f"{_fix_hint(path.parent)}") from exc
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise PTQError(f"{path} has no b'data'/b'labels' (found {keys}). {_fix_hint(path.parent)}")
     data, labels = batch[b"data"], batch[b"labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:

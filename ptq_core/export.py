@@ -20,7 +20,9 @@ def example_batch(n: int = 4) -> torch.Tensor:
 def export_program(model: torch.nn.Module) -> torch.export.ExportedProgram:
     """torch.export with a dynamic batch dimension (an example batch of 1 would specialise it)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
-    return torch.export.export(model.eval(), (example_batch(),), dynamic_shapes=({0: batch},))
+    program = torch.export.export(model.eval(), (example_batch(),), dynamic_shapes=({0: batch},))
+    program.example_inputs = None  # saved, they are a pickle (and 50 KB); quantized programs drop them too
+    return program
 
 
 def save_program(program: torch.export.ExportedProgram, out: Path) -> None:
@@ -29,6 +31,8 @@ def save_program(program: torch.export.ExportedProgram, out: Path) -> None:
 
 
 def load_program(path: Path) -> torch.export.ExportedProgram:
+    from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noqa: F401  (8-bit graphs' q/dq ops)
+
     with open(path, "rb") as f:
         return torch.export.load(f)
 

@@ -55,3 +55,19 @@ def _onnx_output_step(path: Path) -> float:
         return 0.0
     scale = next(t for t in graph.initializer if t.name == producer.input[1])
     return float(numpy_helper.to_array(scale).max())
+
+
+def activation_scales(path: Path) -> dict[str, float]:
+    """Quantized activation -> the scale its calibrator chose (what differs between calibrators)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(path)).graph
+        inits = {t.name: t for t in graph.initializer}
+        return {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]]).max())
+                for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    from ptq_core.pt2e_quant import activation_scales as pt_scales
+
+    return pt_scales(path)

@@ -254,3 +254,10 @@ def _archive_bytes(file: BinaryIO) -> ArchiveBytes:
                 continue
             sizes[kind] += member.file_size
     return ArchiveBytes(**sizes, other=size - sum(sizes.values()))
+
+
+def activation_scales(path: Path) -> dict[str, float]:
+    """Activation name -> scale of its quantize node (scalars in the graph after convert_pt2e)."""
+    program = _load(Path(path))
+    return {str(n.args[0]): float(n.args[1]) for n in program.graph.nodes
+            if n.target in _QUANTIZE_ACT and isinstance(n.args[1], float)}

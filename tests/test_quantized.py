@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ptq_core.calibration import CalibrationConfig
-from ptq_core.inspection import summarize
+from ptq_core.inspection import activation_scales, summarize
 from ptq_core.matrix import (
+    CELLS,
     MAX_ACCURACY_DROP_POINTS,
     MAX_CLASS_DROP_POINTS,
     MIN_FILE_RATIO,
@@ -22,6 +25,7 @@ from ptq_core.matrix import (
     Cell,
     pytest_params,
 )
+from ptq_core.report import DEFAULT_CELLS
 from ptq_core.runtime import as_predictor
 
 FP32_ACCURACY = 0.8719
@@ -104,3 +108,36 @@ def test_no_class_collapses(cell: Cell, artifact: Path, evaluated, fp32_of) -> N
     assert drops[worst] <= MAX_CLASS_DROP_POINTS, (
         f"{cell.id}: class {worst} fell {drops[worst]} points below FP32 (allowed {MAX_CLASS_DROP_POINTS}); "
         f"all drops: {drops}")
+
+
+@pytest.mark.parametrize("cell", pytest_params(tuple(c for c in CELLS if c.calibrator != "minmax")))
+def test_calibrator_changes_activation_ranges(cell: Cell, artifact: Path, quantized) -> None:
+    """A calibrator that silently falls back to min/max (ORT's entropy with its default bins) is caught."""
+    minmax = activation_scales(quantized(Cell(cell.framework, cell.dtype, "minmax", cell.granularity)))
+    ours = activation_scales(artifact)
+    assert ours.keys() == minmax.keys() and ours
+    differ = [name for name in ours if not np.isclose(ours[name], minmax[name], rtol=1e-6)]
+    assert differ, f"{cell.id}: every activation scale equals minmax's: the {cell.calibrator} calibrator did nothing"
+
+
+@pytest.mark.parametrize("cell", pytest_params(tuple(c for c in CELLS if c.framework == "pytorch" and c.dtype == "int8")))
+def test_pytorch_int8_activations_predict_as_uint8(cell: Cell, artifact: Path, quantized, evaluated) -> None:
+    """Asymmetric S8 is U8 with the zero point moved by 128: the same model, image for image (measured)."""
+    twin = quantized(Cell("pytorch", "uint8", cell.calibrator, cell.granularity))
+    assert np.array_equal(evaluated(artifact).predictions, evaluated(twin).predictions)
+
+
+@pytest.mark.parametrize("cell", pytest_params((Cell("pytorch", "uint8"), Cell("onnxruntime", "u8s8"))))
+def test_loads_standalone_in_a_fresh_process(cell: Cell, artifact: Path, ws, evaluated) -> None:
+    out = subprocess.run([sys.executable, "-m", "ptq_core", "evaluate", "--model", str(artifact), "--json",
+                          "--cifar10-dir", str(ws.cifar10_dir), "--resnet8-h5", str(ws.resnet8_h5)],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["correct"] == evaluated(artifact).correct
+
+
+@pytest.mark.parametrize("cell", pytest_params(DEFAULT_CELLS, expect_accuracy=True))
+def test_train_split_calibration_within_3_points(cell: Cell, ws, evaluated) -> None:
+    """Calibrated on training images only (no test-set leakage), the default cells still hold the bound."""
+    result = evaluated(ws.quantized(cell, CalibrationConfig(split="train")))
+    drop = (FP32_ACCURACY - result.accuracy) * 100
+    assert drop <= MAX_ACCURACY_DROP_POINTS, f"{cell.id} calibrated on train: {result.accuracy:.2%}, -{drop:.2f} points"
