@@ -22,15 +22,25 @@ from ptq_core.predictions import result_on_test
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ptq", "PTQ accuracy suite")
-    group.addoption("--cifar10-dir", metavar="DIR", help="cifar-10-batches-py folder (else $PTQ_CIFAR10_DIR, "
-                    "the cache, or a download)")
-    group.addoption("--resnet8-h5", metavar="FILE", help="pretrainedResnet.h5 (else $PTQ_RESNET8_H5, the cache, "
-                    "or a download)")
+    group.addoption(
+        "--cifar10-dir",
+        metavar="DIR",
+        help="cifar-10-batches-py folder (else $PTQ_CIFAR10_DIR, the cache, or a download)",
+    )
+    group.addoption(
+        "--resnet8-h5", metavar="FILE", help="pretrainedResnet.h5 (else $PTQ_RESNET8_H5, the cache, or a download)"
+    )
     group.addoption("--models-dir", metavar="DIR", help="where artifacts are built (default <rootdir>/models)")
-    group.addoption("--ptq-tolerance", metavar="POINTS", type=float, default=0.25,
-                    help="accuracy drop against another platform's baseline that fails a cell (default 0.25)")
-    group.addoption("--ptq-report", metavar="DIR", help="at the end of the run, write results.json, results.md "
-                    "and plots to DIR")
+    group.addoption(
+        "--ptq-tolerance",
+        metavar="POINTS",
+        type=float,
+        default=0.25,
+        help="accuracy drop against another platform's baseline that fails a cell (default 0.25)",
+    )
+    group.addoption(
+        "--ptq-report", metavar="DIR", help="at the end of the run, write results.json, results.md and plots to DIR"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +128,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
         acc = row.get("accuracy")
         acc_text = f"{acc:9.2%} {(acc - 0.8719) * 100:+7.2f}" if isinstance(acc, float) else f"{'-':>9} {'-':>7}"
         total = sum(int(row[k]) for k in ("passed", "failed", "xfailed", "skipped"))  # type: ignore[call-overload]
-        result = "FAIL" if row["failed"] else "known failure" if row["xfailed"] else "skipped" if row["skipped"] \
-            else "ok"
+        result = (
+            "FAIL" if row["failed"] else "known failure" if row["xfailed"] else "skipped" if row["skipped"] else "ok"
+        )
         terminalreporter.write_line(f"{cell:45} {acc_text} {row['passed']:>3}/{total:<4}  {result}")
 
 
@@ -129,6 +140,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from ptq_core import report
 
-    paths = report.write(report.collect(_workspace(session.config)), out)
+    results = report.collect(_workspace(session.config), benchmarks=report.latest_benchmarks())
+    paths = report.write(results, out)
     session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-        "PTQ report: " + ", ".join(str(p) for p in paths))
+        "PTQ report: " + ", ".join(str(p) for p in paths)
+    )

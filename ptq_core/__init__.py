@@ -6,5 +6,14 @@ from ptq_core.eval import EvalResult, evaluate
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.workspace import Workspace, get_calibration_data
 
-__all__ = ["CELLS", "CalibrationConfig", "CalibrationSet", "Cell", "EvalResult", "PTQError", "Workspace",
-           "evaluate", "get_calibration_data"]
+__all__ = [
+    "CELLS",
+    "CalibrationConfig",
+    "CalibrationSet",
+    "Cell",
+    "EvalResult",
+    "PTQError",
+    "Workspace",
+    "evaluate",
+    "get_calibration_data",
+]

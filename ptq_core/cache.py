@@ -78,15 +78,20 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
         lock = FileLock(str(path.with_name(path.name + ".lock")))
         lock.acquire()
     except OSError as exc:
-        raise PTQError(f"cannot write to {path.parent} ({exc.strerror or exc}): make it writable, or point "
-                       "PTQ_MODELS_DIR at a writable folder") from exc
+        raise PTQError(
+            f"cannot write to {path.parent} ({exc.strerror or exc}): make it writable, or point "
+            "PTQ_MODELS_DIR at a writable folder"
+        ) from exc
     try:
         record = _read_sidecar(path)
         if record is not None and record.get("key") == key and path.is_file():
             if file_digest(path) == record.get("sha256"):
                 return path
-            warnings.warn(f"{path} was altered or truncated after it was built (digest mismatch): rebuilding",
-                          StaleArtifactWarning, stacklevel=2)
+            warnings.warn(
+                f"{path} was altered or truncated after it was built (digest mismatch): rebuilding",
+                StaleArtifactWarning,
+                stacklevel=2,
+            )
         _sidecar(path).unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -95,8 +100,10 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
             os.replace(tmp, path)
             _write_atomic(_sidecar(path), json.dumps({"key": key, "sha256": digest}, indent=1, sort_keys=True))
         except OSError as exc:
-            raise PTQError(f"building {path} failed: {exc}. Check that {path.parent} is writable and has "
-                           "free space (or set PTQ_MODELS_DIR)") from exc
+            raise PTQError(
+                f"building {path} failed: {exc}. Check that {path.parent} is writable and has "
+                "free space (or set PTQ_MODELS_DIR)"
+            ) from exc
         finally:
             tmp.unlink(missing_ok=True)
         with open(path.parent / BUILD_LOG, "a") as log:

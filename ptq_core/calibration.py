@@ -46,8 +46,10 @@ def stratified_indices(labels: np.ndarray, num_samples: int, seed: int) -> np.nd
     short = [c for c in range(NUM_CLASSES) if counts[c] < per_class[c]]
     if short:
         c = short[0]
-        raise PTQError(f"num_samples={num_samples} needs {per_class[c]} images of class {c}, the split has "
-                       f"{counts[c]}: use at most {NUM_CLASSES * counts.min()} samples")
+        raise PTQError(
+            f"num_samples={num_samples} needs {per_class[c]} images of class {c}, the split has "
+            f"{counts[c]}: use at most {NUM_CLASSES * counts.min()} samples"
+        )
     picked = [rng.choice(np.flatnonzero(labels == c), per_class[c], replace=False) for c in range(NUM_CLASSES)]
     return np.sort(np.concatenate(picked))
 
@@ -66,11 +68,14 @@ def calibration_set(split_images: np.ndarray, split_labels: np.ndarray, config: 
         shape = getattr(split_images, "shape", type(split_images).__name__)
         raise PTQError(f"calibration images must be an array of shape (N, 32, 32, 3) (NHWC), got {shape}")
     if len(split_images) != len(np.asarray(split_labels)):
-        raise PTQError(f"{len(split_images)} images but {len(np.asarray(split_labels))} labels: pass one label per image")
+        raise PTQError(
+            f"{len(split_images)} images but {len(np.asarray(split_labels))} labels: pass one label per image"
+        )
     idx = stratified_indices(np.asarray(split_labels), config.num_samples, config.seed)
     images = split_images[idx].astype(np.float32)
     bad = int((~np.isfinite(images) | (images < 0) | (images > 255)).sum())
     if bad:
-        raise PTQError(f"calibration images must be raw pixels in [0, 255] (no NaN/inf, not normalised): "
-                       f"{bad} values are not")
+        raise PTQError(
+            f"calibration images must be raw pixels in [0, 255] (no NaN/inf, not normalised): {bad} values are not"
+        )
     return CalibrationSet(images, np.asarray(split_labels)[idx], idx, config)

@@ -65,8 +65,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # a corrupt pickle raises nearly anything
-        raise PTQError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}). "
-                       f"{_fix_hint(path.parent)}") from exc
+        raise PTQError(
+            f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}). {_fix_hint(path.parent)}"
+        ) from exc
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise PTQError(f"{path} has no b'data'/b'labels' (found {keys}). {_fix_hint(path.parent)}")
@@ -79,11 +80,13 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as exc:
         raise PTQError(f"{path}: b'labels' is not a list of ints. {_fix_hint(path.parent)}") from exc
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
-        raise PTQError(f"{path}: b'labels' must be {len(data)} ints, got {labels.dtype} {labels.shape}. "
-                       f"{_fix_hint(path.parent)}")
+        raise PTQError(
+            f"{path}: b'labels' must be {len(data)} ints, got {labels.dtype} {labels.shape}. {_fix_hint(path.parent)}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise PTQError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}. "
-                       f"{_fix_hint(path.parent)}")
+        raise PTQError(
+            f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}. {_fix_hint(path.parent)}"
+        )
     return data, labels.astype(np.int64)
 
 
@@ -99,8 +102,9 @@ def load_split(folder: str | Path, split: str = "test") -> Split:
     labels = np.concatenate([lab for _, lab in parts])
     expected = IMAGES_PER_BATCH * len(SPLIT_FILES[split])
     if len(labels) != expected:
-        raise PTQError(f"{folder}: the {split} split has {len(labels)} images, expected {expected}. "
-                       f"{_fix_hint(folder)}")
+        raise PTQError(
+            f"{folder}: the {split} split has {len(labels)} images, expected {expected}. {_fix_hint(folder)}"
+        )
     if split == "test":
         verify_test_split(data, labels, folder)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -110,12 +114,16 @@ def load_split(folder: str | Path, split: str = "test") -> Split:
 def verify_test_split(data: np.ndarray, labels: np.ndarray, folder: Path) -> None:
     got = hashlib.sha256(np.ascontiguousarray(data, dtype=np.uint8).tobytes()).hexdigest()
     if got != TEST_DATA_SHA256:
-        raise PTQError(f"{folder / 'test_batch'}: image data sha256 {got[:12]}… != official "
-                       f"{TEST_DATA_SHA256[:12]}…. {_fix_hint(folder)}")
+        raise PTQError(
+            f"{folder / 'test_batch'}: image data sha256 {got[:12]}… != official "
+            f"{TEST_DATA_SHA256[:12]}…. {_fix_hint(folder)}"
+        )
     got = hashlib.sha256(labels.astype(np.uint8).tobytes()).hexdigest()
     if got != TEST_LABELS_SHA256:
-        raise PTQError(f"{folder / 'test_batch'}: labels sha256 {got[:12]}… != official "
-                       f"{TEST_LABELS_SHA256[:12]}…. {_fix_hint(folder)}")
+        raise PTQError(
+            f"{folder / 'test_batch'}: labels sha256 {got[:12]}… != official "
+            f"{TEST_LABELS_SHA256[:12]}…. {_fix_hint(folder)}"
+        )
     counts = np.bincount(labels, minlength=NUM_CLASSES)
     if not (counts == 1000).all():
         raise PTQError(f"{folder / 'test_batch'}: class counts {counts.tolist()} != 1000 each. {_fix_hint(folder)}")

@@ -32,7 +32,9 @@ official sources and verified by checksum.
 def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cifar10-dir", metavar="DIR", help="the cifar-10-batches-py folder")
     parser.add_argument("--resnet8-h5", metavar="FILE", help="pretrainedResnet.h5 (MLPerf Tiny ResNet8)")
-    parser.add_argument("--models-dir", metavar="DIR", help="where artifacts are built (default ./models, or $PTQ_MODELS_DIR)")
+    parser.add_argument(
+        "--models-dir", metavar="DIR", help="where artifacts are built (default ./models, or $PTQ_MODELS_DIR)"
+    )
 
 
 def _choices(values: Sequence[str]) -> str:
@@ -40,18 +42,27 @@ def _choices(values: Sequence[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ptq", description="Static post-training quantization of ResNet8 "
-                                     "(CIFAR-10) with ONNX Runtime and PyTorch PT2E, and its accuracy cost.",
-                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ptq",
+        description="Static post-training quantization of ResNet8 "
+        "(CIFAR-10) with ONNX Runtime and PyTorch PT2E, and its accuracy cost.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report}")
 
     prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
     _source_args(prepare)
 
-    quantize = sub.add_parser("quantize", help="build one quantized cell",
-                              epilog="dtypes: " + "; ".join(f"{f}: {_choices(DTYPES[f])}" for f in FRAMEWORKS)
-                              + "\ncalibrators: " + "; ".join(f"{f}: {_choices(CALIBRATORS[f])}" for f in FRAMEWORKS),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    quantize = sub.add_parser(
+        "quantize",
+        help="build one quantized cell",
+        epilog="dtypes: "
+        + "; ".join(f"{f}: {_choices(DTYPES[f])}" for f in FRAMEWORKS)
+        + "\ncalibrators: "
+        + "; ".join(f"{f}: {_choices(CALIBRATORS[f])}" for f in FRAMEWORKS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     quantize.add_argument("--framework", required=True, choices=FRAMEWORKS)
     quantize.add_argument("--dtype", required=True, help="activation/weight types (see below)")
     quantize.add_argument("--calibrator", default="minmax", help="range estimation (see below; default minmax)")
@@ -69,10 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="every cell against FP32: results.json, results.md, plots")
     report.add_argument("--out", required=True, type=Path, help="folder to write the report into")
-    report.add_argument("--no-studies", action="store_true",
-                        help="skip the train-split, calibration-size and SQNR studies")
-    report.add_argument("--readme", type=Path, metavar="README.md",
-                        help="also replace the README's results section with this table and plot")
+    report.add_argument(
+        "--no-studies", action="store_true", help="skip the train-split, calibration-size and SQNR studies"
+    )
+    report.add_argument("--benchmarks", type=Path, metavar="JSON",
+                        help="a pytest-benchmark run to report speed from (default: the newest in .benchmarks/)")
+    report.add_argument(
+        "--readme",
+        type=Path,
+        metavar="README.md",
+        help="also replace the README's results section with this table and plot",
+    )
     _source_args(report)
     return parser
 
@@ -124,7 +142,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from ptq_core import report
 
-    results = report.collect(_workspace(args), studies=not args.no_studies)
+    results = report.collect(_workspace(args), studies=not args.no_studies,
+                             benchmarks=args.benchmarks or report.latest_benchmarks())
     paths = report.write(results, args.out)
     if args.readme:
         dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"

@@ -32,21 +32,26 @@ class EvalResult:
         return score(self.predictions[keep], labels[keep])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "correct": self.correct, "total": self.total,
-                "per_class_accuracy": list(self.per_class_accuracy)}
+        return {
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "total": self.total,
+            "per_class_accuracy": list(self.per_class_accuracy),
+        }
 
 
 def score(predictions: np.ndarray, labels: np.ndarray) -> EvalResult:
     hits = predictions == labels
-    per_class = tuple(float(hits[labels == c].mean()) if (labels == c).any() else float("nan")
-                      for c in range(NUM_CLASSES))
+    per_class = tuple(
+        float(hits[labels == c].mean()) if (labels == c).any() else float("nan") for c in range(NUM_CLASSES)
+    )
     return EvalResult(int(hits.sum()), len(labels), per_class, predictions)
 
 
 def predict_classes(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     predict = as_predictor(model)
     check_images(images[:1])
-    out = [predict(images[i:i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
+    out = [predict(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
@@ -54,6 +59,8 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, batch_size: int
     """Score ``model`` (ONNX/.pt path, InferenceSession, ExportedProgram or nn.Module) on the images."""
     labels = np.asarray(labels)
     if len(images) != len(labels) or len(labels) == 0:
-        raise PTQError(f"evaluate needs as many labels as images (and at least one), got {len(images)} images "
-                       f"and {len(labels)} labels")
+        raise PTQError(
+            f"evaluate needs as many labels as images (and at least one), got {len(images)} images "
+            f"and {len(labels)} labels"
+        )
     return score(predict_classes(model, images, batch_size), labels)

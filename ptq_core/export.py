@@ -43,9 +43,17 @@ def export_onnx(model: torch.nn.Module, out: Path) -> None:
 
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(
-        model.eval(), (example_batch(),), dynamo=True, optimize=True, opset_version=ONNX_OPSET,
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), verbose=False,
+        model.eval(),
+        (example_batch(),),
+        dynamo=True,
+        optimize=True,
+        opset_version=ONNX_OPSET,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch},),
+        verbose=False,
     )
+    assert program is not None  # dynamo=True always returns a program
     proto = program.model_proto
     _strip_metadata(proto)
     onnx.checker.check_model(proto, full_check=True)

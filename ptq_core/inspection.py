@@ -33,15 +33,29 @@ def summarize(path: Path, fp32_path: Path) -> QuantSummary:
         from ptq_core.ort_quant import graph_report
 
         ort = graph_report(path)
-        return QuantSummary(ort.weight_nodes, ort.quantized_weight_nodes, ort.activations_quantized,
-                            ort.weight_dtypes, ort.weight_payload_bytes,
-                            graph_report(fp32_path).float_weight_bytes, ort.file_bytes, _onnx_output_step(path))
+        return QuantSummary(
+            ort.weight_nodes,
+            ort.quantized_weight_nodes,
+            ort.activations_quantized,
+            ort.weight_dtypes,
+            ort.weight_payload_bytes,
+            graph_report(fp32_path).float_weight_bytes,
+            ort.file_bytes,
+            _onnx_output_step(path),
+        )
     from ptq_core.pt2e_quant import graph_report as pt_report
 
     pt = pt_report(path)
-    return QuantSummary(pt.weight_ops, pt.quantized_weight_ops, pt.activations_quantized,
-                        ("int8",) if pt.quantized_weight_ops else (), pt.int8_payload_bytes,
-                        pt.float_payload_bytes, path.stat().st_size, 0.0)
+    return QuantSummary(
+        pt.weight_ops,
+        pt.quantized_weight_ops,
+        pt.activations_quantized,
+        ("int8",) if pt.quantized_weight_ops else (),
+        pt.int8_payload_bytes,
+        pt.float_payload_bytes,
+        path.stat().st_size,
+        0.0,
+    )
 
 
 def _onnx_output_step(path: Path) -> float:
@@ -66,8 +80,11 @@ def activation_scales(path: Path) -> dict[str, float]:
 
         graph = onnx.load(str(path)).graph
         inits = {t.name: t for t in graph.initializer}
-        return {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]]).max())
-                for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+        return {
+            n.input[0]: float(numpy_helper.to_array(inits[n.input[1]]).max())
+            for n in graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+        }
     from ptq_core.pt2e_quant import activation_scales as pt_scales
 
     return pt_scales(path)

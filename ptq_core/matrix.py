@@ -65,8 +65,10 @@ CELLS: tuple[Cell, ...] = tuple(
 
 # cell id -> measured reason. The cell's accuracy checks become xfail(strict=True), so the suite
 # notices the day a library changes it; every other check still runs on the cell.
-_DISTRIBUTION = ("ORT's Distribution calibrator (meant for float8) gives ReLU outputs symmetric +-max|x| ranges, "
-                 "yet QDQ still removes the ReLUs: measured {} % (onnxruntime 1.32)")
+_DISTRIBUTION = (
+    "ORT's Distribution calibrator (meant for float8) gives ReLU outputs symmetric +-max|x| ranges, "
+    "yet QDQ still removes the ReLUs: measured {} % (onnxruntime 1.32)"
+)
 EXPECTED_FAILURES: dict[str, str] = {
     "onnxruntime-int8-distribution-per_channel": _DISTRIBUTION.format("10.05"),
     "onnxruntime-int8-distribution-per_tensor": _DISTRIBUTION.format("10.03"),

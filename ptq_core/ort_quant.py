@@ -71,18 +71,27 @@ def _check_inputs(fp32_onnx: Path, cell: Cell, images: np.ndarray) -> np.ndarray
         raise PTQError(f"FP32 ONNX model {fp32_onnx} not found: export it first with ptq_core.export.export_onnx")
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE or len(images) == 0:
-        raise PTQError(f"calibration images must be (N, {', '.join(map(str, INPUT_SHAPE))}) with N >= 1, "
-                       f"got {images.shape}: pass CalibrationSet.images")
+        raise PTQError(
+            f"calibration images must be (N, {', '.join(map(str, INPUT_SHAPE))}) with N >= 1, "
+            f"got {images.shape}: pass CalibrationSet.images"
+        )
     if not np.isfinite(images).all() or images.min() < 0 or images.max() > 255:
-        raise PTQError("calibration images must be raw pixels in [0, 255] like the model input: "
-                       "pass CalibrationSet.images, not normalised or corrupt data")
+        raise PTQError(
+            "calibration images must be raw pixels in [0, 255] like the model input: "
+            "pass CalibrationSet.images, not normalised or corrupt data"
+        )
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
 def _calibrate(model: Path, calibrator: str, images: np.ndarray, workdir: Path) -> TensorsData:
     method, options = CALIBRATORS[calibrator]
-    cal = create_calibrator(model, OP_TYPES, augmented_model_path=str(workdir / "augmented.onnx"),
-                            calibrate_method=method, extra_options=options)
+    cal = create_calibrator(
+        model,
+        OP_TYPES,
+        augmented_model_path=str(workdir / "augmented.onnx"),
+        calibrate_method=method,
+        extra_options=options,
+    )
     with contextlib.redirect_stdout(io.StringIO()):  # histogram collectors print progress
         cal.collect_data(_ImageReader(images))
         data = cal.compute_data()
@@ -119,9 +128,15 @@ def quantize_onnx(fp32_onnx: Path, out: Path, cell: Cell, calib_images: np.ndarr
         save_tensors_data(data, cache)
         activation_type, weight_type = QUANT_TYPES[cell.dtype]
         quantize_static(
-            str(pre), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            per_channel=cell.granularity == "per_channel", activation_type=activation_type,
-            weight_type=weight_type, calibrate_method=data.calibration_method, calibration_cache_path=cache,
+            str(pre),
+            str(out),
+            calibration_data_reader=None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=cell.granularity == "per_channel",
+            activation_type=activation_type,
+            weight_type=weight_type,
+            calibrate_method=data.calibration_method,
+            calibration_cache_path=cache,
         )
 
 

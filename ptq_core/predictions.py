@@ -20,8 +20,12 @@ PREDICTIONS_DIR = "predictions"
 
 def predictions_on_test(ws: Workspace, model: Path) -> np.ndarray:
     test = ws.split("test")
-    key = {"model_sha256": sources.file_digest(model), "data_sha256": TEST_DATA_SHA256,
-           "versions": cache.library_versions(), "model": model.name}
+    key = {
+        "model_sha256": sources.file_digest(model),
+        "data_sha256": TEST_DATA_SHA256,
+        "versions": cache.library_versions(),
+        "model": model.name,
+    }
 
     def build(tmp: Path) -> None:
         with open(tmp, "wb") as f:

@@ -110,13 +110,19 @@ def build_quantizer(cell: Cell) -> X86InductorQuantizer:
         raise PTQError(f"cell {cell.id} is not a pytorch cell: build it with the {cell.framework} builder")
     dtype, qmin, qmax = _ACT_RANGES[cell.dtype]
     act = QuantizationSpec(
-        dtype=dtype, quant_min=qmin, quant_max=qmax, qscheme=torch.per_tensor_affine,
+        dtype=dtype,
+        quant_min=qmin,
+        quant_max=qmax,
+        qscheme=torch.per_tensor_affine,
         observer_or_fake_quant_ctr=_OBSERVERS[cell.calibrator].with_args(eps=_OBSERVER_EPS),
     )
     weight = get_default_x86_inductor_quantization_config().weight
     if cell.granularity == "per_tensor":
         weight = QuantizationSpec(
-            dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,
+            dtype=torch.int8,
+            quant_min=-128,
+            quant_max=127,
+            qscheme=torch.per_tensor_symmetric,
             observer_or_fake_quant_ctr=obs.MinMaxObserver.with_args(eps=_OBSERVER_EPS),
         )
     return X86InductorQuantizer().set_global(QuantizationConfig(act, act, weight, None, is_qat=False))
@@ -132,12 +138,14 @@ def quantize_pytorch(model: nn.Module, out: Path, cell: Cell, calib_images: np.n
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for start in range(0, len(calib_images), CALIB_BATCH):
-            prepared(torch.from_numpy(np.ascontiguousarray(calib_images[start:start + CALIB_BATCH])))
+            prepared(torch.from_numpy(np.ascontiguousarray(calib_images[start : start + CALIB_BATCH])))
     program = _compact_program(convert_pt2e(prepared))
     report = graph_report(program)
     if report.quantized_weight_ops != report.weight_ops or report.weight_ops == 0:
-        raise PTQError(f"cell {cell.id}: only {report.quantized_weight_ops} of {report.weight_ops} conv/linear ops "
-                       "got int8 weights; the quantizer did not match the rest (use plain nn.Conv2d / nn.Linear)")
+        raise PTQError(
+            f"cell {cell.id}: only {report.quantized_weight_ops} of {report.weight_ops} conv/linear ops "
+            "got int8 weights; the quantizer did not match the rest (use plain nn.Conv2d / nn.Linear)"
+        )
     save_program(program, out)
 
 
@@ -158,19 +166,21 @@ def graph_report(path_or_program: Path | str | torch.export.ExportedProgram) -> 
     tensors = _input_tensors(program)
     weight_ops = [n for n in program.graph.nodes if n.op == "call_function" and n.target in _WEIGHT_OPS]
     weight_dqs = [n.args[1] for n in weight_ops if _is_int8_dequantize(n.args[1], tensors)]
-    qparam_names = {a.name for n in program.graph.nodes if n.target in _QDQ
-                    for a in n.args[1:3] if isinstance(a, torch.fx.Node)}
+    qparam_names = {
+        a.name for n in program.graph.nodes if n.target in _QDQ for a in n.args[1:3] if isinstance(a, torch.fx.Node)
+    }
     return PtGraphReport(
         weight_ops=len(weight_ops),
         quantized_weight_ops=len(weight_dqs),
         activation_quantize=sum(n.target in _QUANTIZE_ACT for n in program.graph.nodes),
         activation_dequantize=sum(n.target in _DEQUANTIZE for n in program.graph.nodes) - len(weight_dqs),
-        activations_quantized=bool(weight_ops) and all(
-            isinstance(n.args[0], torch.fx.Node) and n.args[0].target in _DEQUANTIZE for n in weight_ops),
+        activations_quantized=bool(weight_ops)
+        and all(isinstance(n.args[0], torch.fx.Node) and n.args[0].target in _DEQUANTIZE for n in weight_ops),
         int8_payload_bytes=sum(_payload_bytes(dq, tensors) for dq in weight_dqs),
         float_payload_bytes=sum(tensors[dq.args[0].name].numel() * 4 for dq in weight_dqs),
-        float_tensors=tuple((name, t.numel()) for name, t in tensors.items()
-                            if t.is_floating_point() and name not in qparam_names),
+        float_tensors=tuple(
+            (name, t.numel()) for name, t in tensors.items() if t.is_floating_point() and name not in qparam_names
+        ),
         archive=archive,
     )
 
@@ -200,11 +210,17 @@ def _dynamic_batch() -> tuple[dict[int, torch.export.Dim]]:
 
 
 def _check_images(images: np.ndarray) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.float32 or images.shape[1:] != INPUT_SHAPE \
-            or len(images) == 0:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.float32
+        or images.shape[1:] != INPUT_SHAPE
+        or len(images) == 0
+    ):
         desc = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-        raise PTQError(f"calibration images must be float32 (N>0, 32, 32, 3) raw pixels, got {desc}: "
-                       "pass calibration_set(...).images")
+        raise PTQError(
+            f"calibration images must be float32 (N>0, 32, 32, 3) raw pixels, got {desc}: "
+            "pass calibration_set(...).images"
+        )
 
 
 def _load(path: Path) -> torch.export.ExportedProgram:
@@ -213,8 +229,10 @@ def _load(path: Path) -> torch.export.ExportedProgram:
     try:
         return load_program(path)
     except Exception as exc:  # a truncated or foreign zip raises nearly anything
-        raise PTQError(f"{path} is not a loadable torch.export archive ({type(exc).__name__}: {exc}): "
-                       "delete it and rebuild with quantize_pytorch(...)") from exc
+        raise PTQError(
+            f"{path} is not a loadable torch.export archive ({type(exc).__name__}: {exc}): "
+            "delete it and rebuild with quantize_pytorch(...)"
+        ) from exc
 
 
 def _input_tensors(program: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
@@ -226,15 +244,21 @@ def _input_tensors(program: torch.export.ExportedProgram) -> dict[str, torch.Ten
 
 
 def _is_int8_dequantize(node: object, tensors: dict[str, torch.Tensor]) -> bool:
-    return (isinstance(node, torch.fx.Node) and node.target in _DEQUANTIZE
-            and isinstance(node.args[0], torch.fx.Node) and node.args[0].name in tensors
-            and tensors[node.args[0].name].dtype == torch.int8)
+    return (
+        isinstance(node, torch.fx.Node)
+        and node.target in _DEQUANTIZE
+        and isinstance(node.args[0], torch.fx.Node)
+        and node.args[0].name in tensors
+        and tensors[node.args[0].name].dtype == torch.int8
+    )
 
 
 def _payload_bytes(dequantize: torch.fx.Node, tensors: dict[str, torch.Tensor]) -> int:
     """Bytes of the int8 weight plus its scale(s) and zero point(s), tensors or graph scalars."""
-    return sum(tensors[arg.name].nbytes if isinstance(arg, torch.fx.Node) else _SCALAR_QPARAM_BYTES
-               for arg in dequantize.args[:3])
+    return sum(
+        tensors[arg.name].nbytes if isinstance(arg, torch.fx.Node) else _SCALAR_QPARAM_BYTES
+        for arg in dequantize.args[:3]
+    )
 
 
 def _archive_bytes(file: BinaryIO) -> ArchiveBytes:
@@ -259,5 +283,8 @@ def _archive_bytes(file: BinaryIO) -> ArchiveBytes:
 def activation_scales(path: Path) -> dict[str, float]:
     """Activation name -> scale of its quantize node (scalars in the graph after convert_pt2e)."""
     program = _load(Path(path))
-    return {str(n.args[0]): float(n.args[1]) for n in program.graph.nodes
-            if n.target in _QUANTIZE_ACT and isinstance(n.args[1], float)}
+    return {
+        str(n.args[0]): float(n.args[1])
+        for n in program.graph.nodes
+        if n.target in _QUANTIZE_ACT and isinstance(n.args[1], float)
+    }

@@ -22,8 +22,12 @@ from ptq_core.workspace import Workspace
 FP32_CORRECT = 8719
 # The ORT cell a PT2E cell is compared with: same activation/weight types, nearest calibrator.
 ORT_TWIN_DTYPE = {"uint8": "u8s8", "int8": "int8"}
-ORT_TWIN_CALIBRATOR = {"minmax": "minmax", "histogram": "entropy", "moving_average": "minmax",
-                       "percentile": "percentile"}
+ORT_TWIN_CALIBRATOR = {
+    "minmax": "minmax",
+    "histogram": "entropy",
+    "moving_average": "minmax",
+    "percentile": "percentile",
+}
 
 
 def cpu_flags() -> list[str]:
@@ -38,8 +42,13 @@ def cpu_flags() -> list[str]:
 def cpu_capability() -> str:
     """The widest x86 int8 dot-product path the CPU offers: it decides ORT's and oneDNN's int8 kernels."""
     flags = set(cpu_flags())
-    for flag, name in (("amx_int8", "amx"), ("avx512_vnni", "avx512vnni"), ("avx_vnni", "avxvnni"),
-                       ("avx512bw", "avx512"), ("avx2", "avx2")):
+    for flag, name in (
+        ("amx_int8", "amx"),
+        ("avx512_vnni", "avx512vnni"),
+        ("avx_vnni", "avxvnni"),
+        ("avx512bw", "avx512"),
+        ("avx2", "avx2"),
+    ):
         if flag in flags:
             return name
     return platform.machine()
@@ -48,8 +57,10 @@ def cpu_capability() -> str:
 def platform_id() -> str:
     """Names a baseline: CPU capability and the versions of every library that decides a prediction."""
     v = cache.library_versions()
-    return (f"{platform.machine()}-{cpu_capability()}-ort{v['onnxruntime']}-torch{v['torch']}-"
-            f"torchao{v['torchao']}-onnx{v['onnx']}-numpy{v['numpy']}")
+    return (
+        f"{platform.machine()}-{cpu_capability()}-ort{v['onnxruntime']}-torch{v['torch']}-"
+        f"torchao{v['torchao']}-onnx{v['onnx']}-numpy{v['numpy']}"
+    )
 
 
 def ort_twin(cell: Cell) -> Cell | None:
@@ -58,15 +69,22 @@ def ort_twin(cell: Cell) -> Cell | None:
     return Cell("onnxruntime", ORT_TWIN_DTYPE[cell.dtype], ORT_TWIN_CALIBRATOR[cell.calibrator], cell.granularity)
 
 
-def accuracy_row(predictions: np.ndarray, labels: np.ndarray, fp32_predictions: np.ndarray,
-                 held_out: np.ndarray) -> dict[str, Any]:
+def accuracy_row(
+    predictions: np.ndarray, labels: np.ndarray, fp32_predictions: np.ndarray, held_out: np.ndarray
+) -> dict[str, Any]:
     hits = predictions == labels
     correct = int(hits.sum())
     low, high = wilson_interval(correct, len(labels))
     b, c, p = mcnemar_exact(fp32_predictions == labels, hits)
     return {
-        "correct": correct, "accuracy": correct / len(labels), "delta_points": (correct - FP32_CORRECT) / 100,
-        "wilson_low": low, "wilson_high": high, "mcnemar_fp32_only": b, "mcnemar_cell_only": c, "mcnemar_p": p,
+        "correct": correct,
+        "accuracy": correct / len(labels),
+        "delta_points": (correct - FP32_CORRECT) / 100,
+        "wilson_low": low,
+        "wilson_high": high,
+        "mcnemar_fp32_only": b,
+        "mcnemar_cell_only": c,
+        "mcnemar_p": p,
         "heldout_accuracy": float(hits[held_out].mean()),
         "agreement_fp32": float((predictions == fp32_predictions).mean()),
         "per_class_accuracy": [float(hits[labels == k].mean()) for k in range(10)],
@@ -74,7 +92,8 @@ def accuracy_row(predictions: np.ndarray, labels: np.ndarray, fp32_predictions: 
     }
 
 
-def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS, studies: bool = True) -> dict[str, Any]:
+def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS, studies: bool = True,
+            benchmarks: Path | None = None) -> dict[str, Any]:
     """Build (or reuse) and evaluate every cell; everything the report and the baselines need."""
     labels = ws.split("test").labels
     calib = ws.calibration(CalibrationConfig())
@@ -88,11 +107,19 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS, studies: bool = True
         path = ws.quantized(cell)
         preds[cell.id] = predictions_on_test(ws, path)
         summary = summarize(path, fp32[cell.framework])
-        row = {"cell": cell.id, "framework": cell.framework, "dtype": cell.dtype, "calibrator": cell.calibrator,
-               "granularity": cell.granularity, "artifact": path.name, "file_bytes": summary.file_bytes,
-               "file_ratio": fp32[cell.framework].stat().st_size / summary.file_bytes,
-               "payload_ratio": summary.payload_ratio, "expected_failure": EXPECTED_FAILURES.get(cell.id),
-               **accuracy_row(preds[cell.id], labels, fp32_pred, held_out)}
+        row = {
+            "cell": cell.id,
+            "framework": cell.framework,
+            "dtype": cell.dtype,
+            "calibrator": cell.calibrator,
+            "granularity": cell.granularity,
+            "artifact": path.name,
+            "file_bytes": summary.file_bytes,
+            "file_ratio": fp32[cell.framework].stat().st_size / summary.file_bytes,
+            "payload_ratio": summary.payload_ratio,
+            "expected_failure": EXPECTED_FAILURES.get(cell.id),
+            **accuracy_row(preds[cell.id], labels, fp32_pred, held_out),
+        }
         row["passes"] = row["delta_points"] >= -MAX_ACCURACY_DROP_POINTS
         rows.append(row)
     for row in rows:
@@ -102,20 +129,31 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS, studies: bool = True
             row["agreement_ort_twin"] = float((preds[row["cell"]] == preds[twin.id]).mean())
     fp32_row = accuracy_row(fp32_pred, labels, fp32_pred, held_out)
     return {
-        "platform": platform_id(), "versions": cache.library_versions(), "cpu_flags": cpu_flags(),
-        "calibration": {"num_samples": calib.config.num_samples, "seed": calib.config.seed,
-                        "split": calib.config.split, "indices_sha256": hashlib.sha256(calib.indices.tobytes()).hexdigest()},
+        "platform": platform_id(),
+        "versions": cache.library_versions(),
+        "cpu_flags": cpu_flags(),
+        "calibration": {
+            "num_samples": calib.config.num_samples,
+            "seed": calib.config.seed,
+            "split": calib.config.split,
+            "indices_sha256": hashlib.sha256(calib.indices.tobytes()).hexdigest(),
+        },
         "fp32": {"file_bytes": {fw: p.stat().st_size for fw, p in fp32.items()}, **fp32_row},
         "cells": rows,
         "studies": calibration_studies(ws) if studies else {},
+        "speed": speed_rows(benchmarks) if benchmarks else [],
+        "speed_source": f"run {benchmarks.name[:4]}, {benchmarks.parent.name}" if benchmarks else None,
     }
 
 
 SWEEP_CELLS = (Cell("onnxruntime", "u8s8"), Cell("pytorch", "uint8", "histogram"))
 SWEEP_SIZES = (10, 50, 200, 1000)
 SQNR_CELL, SQNR_IMAGES = Cell("onnxruntime", "uint8", "entropy", "per_tensor"), 256  # the lossiest working cell
-DEFAULT_CELLS = tuple(Cell(fw, d) for fw, dtypes in (("onnxruntime", ("int8", "uint8", "u8s8")),
-                                                      ("pytorch", ("uint8", "int8"))) for d in dtypes)
+DEFAULT_CELLS = tuple(
+    Cell(fw, d)
+    for fw, dtypes in (("onnxruntime", ("int8", "uint8", "u8s8")), ("pytorch", ("uint8", "int8")))
+    for d in dtypes
+)
 
 
 def calibration_studies(ws: Workspace) -> dict[str, list[dict[str, Any]]]:
@@ -125,8 +163,12 @@ def calibration_studies(ws: Workspace) -> dict[str, list[dict[str, Any]]]:
     def measure(cell: Cell, config: CalibrationConfig) -> dict[str, Any]:
         predictions = predictions_on_test(ws, ws.quantized(cell, config))
         hits = predictions == test.labels
-        row = {"cell": cell.id, "split": config.split, "num_samples": config.num_samples,
-               "accuracy": float(hits.mean())}
+        row = {
+            "cell": cell.id,
+            "split": config.split,
+            "num_samples": config.num_samples,
+            "accuracy": float(hits.mean()),
+        }
         if config.split == "test":
             held_out = np.ones(len(hits), bool)
             held_out[ws.calibration(config).indices] = False
@@ -141,6 +183,49 @@ def calibration_studies(ws: Workspace) -> dict[str, list[dict[str, Any]]]:
         "train_split": [measure(cell, CalibrationConfig(split="train")) for cell in DEFAULT_CELLS],
         "size_sweep": [measure(cell, CalibrationConfig(num_samples=n)) for cell in SWEEP_CELLS for n in SWEEP_SIZES],
     }
+
+
+def latest_benchmarks(folder: Path = Path(".benchmarks")) -> Path | None:
+    """The newest run saved by ``pytest --benchmark-autosave`` (files are numbered 0001_..., 0002_...)."""
+    runs = sorted(folder.glob("*/*.json"), key=lambda p: p.name)
+    return runs[-1] if runs else None
+
+
+def speed_rows(benchmark_json: Path) -> list[dict[str, Any]]:
+    """images/s of every timed model, with its ratio to FP32 at the same batch and threads (eager for PyTorch)."""
+    rows = []
+    for bench in json.loads(benchmark_json.read_text())["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "images_per_s" not in info or not bench["name"].startswith(("test_onnxruntime[", "test_pytorch[")):
+            continue
+        framework = "onnxruntime" if bench["name"].startswith("test_onnxruntime") else "pytorch"
+        rows.append({"framework": framework, "model": info["model"], "batch": info["batch"],
+                     "threads": info["threads"], "images_per_s": info["images_per_s"],
+                     "gmac_per_s": info["mac_per_s"] / 1e9})
+    for row in rows:
+        fp32 = "fp32" if row["framework"] == "onnxruntime" else "fp32-eager"
+        base = next((r for r in rows if (r["framework"], r["model"], r["batch"], r["threads"])
+                     == (row["framework"], fp32, row["batch"], row["threads"])), None)
+        row["vs_fp32"] = row["images_per_s"] / base["images_per_s"] if base else None
+    return sorted(rows, key=lambda r: (r["framework"], r["batch"], r["threads"], -r["images_per_s"]))
+
+
+def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
+    lines = ["", f"Inference speed on the test images (`tox -e bench`, {source}); ratio to FP32 at the same batch "
+             "and threads (PyTorch: to FP32 eager). Fastest 8-bit model per group in bold:", "",
+             "| framework | model | batch | threads | images/s | GMAC/s | vs FP32 |", "|---|---|---|---|---|---|---|"]
+    fastest = {}
+    for r in rows:
+        if not r["model"].startswith("fp32"):
+            fastest.setdefault((r["framework"], r["batch"], r["threads"]), r["model"])
+    for r in rows:
+        model = r["model"]
+        if fastest.get((r["framework"], r["batch"], r["threads"])) == model:
+            model = f"**{model}**"
+        ratio = f"{r['vs_fp32']:.2f}x" if r["vs_fp32"] else "-"
+        lines.append(f"| {r['framework']} | {model} | {r['batch']} | {r['threads']} | {r['images_per_s']:,.0f} | "
+                     f"{r['gmac_per_s']:.0f} | {ratio} |")
+    return lines
 
 
 def best_cell(results: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +262,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {r['cell']} | {r['accuracy']:.2%} | {r['delta_points']:+.2f} | {r['wilson_low']:.1%}-"
             f"{r['wilson_high']:.1%} | {r['mcnemar_p']:.2g} | {r['heldout_accuracy']:.2%} | "
-            f"{r['agreement_fp32']:.2%} | {_twin(r)} | {r['payload_ratio']:.2f}x | {r['file_ratio']:.2f}x | {verdict} |")
+            f"{r['agreement_fp32']:.2%} | {_twin(r)} | {r['payload_ratio']:.2f}x | {r['file_ratio']:.2f}x | {verdict} |"
+        )
+    if results.get("speed"):
+        lines += _speed_markdown(results["speed"], results["speed_source"])
     lines += _studies_markdown(results.get("studies") or {})
     versions = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
     lines += ["", f"Platform `{results['platform']}`; {versions}."]
@@ -191,21 +279,37 @@ def _twin(row: dict[str, Any]) -> str:
 def _studies_markdown(studies: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines: list[str] = []
     if studies.get("train_split"):
-        lines += ["", "Calibrated on 200 stratified **train** images (no test-set leakage):", "",
-                  "| cell | accuracy |", "|---|---|"]
+        lines += [
+            "",
+            "Calibrated on 200 stratified **train** images (no test-set leakage):",
+            "",
+            "| cell | accuracy |",
+            "|---|---|",
+        ]
         lines += [f"| {r['cell']} | {r['accuracy']:.2%} |" for r in studies["train_split"]]
     if studies.get("size_sweep"):
-        lines += ["", "Calibration size (stratified test images, seed 42); held-out excludes them:", "",
-                  "| cell | images | accuracy | held-out |", "|---|---|---|---|"]
-        lines += [f"| {r['cell']} | {r['num_samples']} | {r['accuracy']:.2%} | {r['heldout_accuracy']:.2%} |"
-                  for r in studies["size_sweep"]]
+        lines += [
+            "",
+            "Calibration size (stratified test images, seed 42); held-out excludes them:",
+            "",
+            "| cell | images | accuracy | held-out |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['cell']} | {r['num_samples']} | {r['accuracy']:.2%} | {r['heldout_accuracy']:.2%} |"
+            for r in studies["size_sweep"]
+        ]
     if studies.get("sqnr"):
         from ptq_core.sqnr import TensorSQNR, format_table
 
         rows = [TensorSQNR(r["tensor"], r["op_type"], r["sqnr_db"]) for r in studies["sqnr"]]
-        lines += ["", f"Where {studies['sqnr'][0]['cell']} loses accuracy: SQNR of each activation, FP32 vs "
-                  f"quantized, on {SQNR_IMAGES} test images (end to end, so each row includes the loss before it):",
-                  "", format_table(rows)]
+        lines += [
+            "",
+            f"Where {studies['sqnr'][0]['cell']} loses accuracy: SQNR of each activation, FP32 vs "
+            f"quantized, on {SQNR_IMAGES} test images (end to end, so each row includes the loss before it):",
+            "",
+            format_table(rows),
+        ]
     return lines
 
 
@@ -221,8 +325,14 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.5))
     for i, r in enumerate(rows):
         acc = r["accuracy"] * 100
-        ax.errorbar(acc, i, xerr=[[acc - r["wilson_low"] * 100], [r["wilson_high"] * 100 - acc]], fmt="o",
-                    color=colours[r["framework"]], capsize=2)
+        ax.errorbar(
+            acc,
+            i,
+            xerr=[[acc - r["wilson_low"] * 100], [r["wilson_high"] * 100 - acc]],
+            fmt="o",
+            color=colours[r["framework"]],
+            capsize=2,
+        )
     ax.axvline(fp32, color="k", lw=1, label="FP32 87.19 %")
     ax.axvline(fp32 - MAX_ACCURACY_DROP_POINTS, color="r", lw=1, ls="--", label="allowed drop")
     ax.set_yticks(range(len(rows)), [r["cell"] for r in rows], fontsize=7)

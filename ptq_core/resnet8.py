@@ -142,7 +142,8 @@ def load_keras_h5(path: str | Path) -> ResNet8:
     return model.eval()
 
 
-def _copy(dst: torch.Tensor, src: torch.Tensor, layer: str) -> None:
-    if dst.shape != src.shape:
-        raise PTQError(f"Keras layer {layer}: weight shape {tuple(src.shape)} != expected {tuple(dst.shape)}")
+def _copy(dst: torch.Tensor | None, src: torch.Tensor, layer: str) -> None:
+    if dst is None or dst.shape != src.shape:
+        expected = None if dst is None else tuple(dst.shape)
+        raise PTQError(f"Keras layer {layer}: weight shape {tuple(src.shape)} != expected {expected}")
     dst.copy_(src)

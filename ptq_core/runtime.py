@@ -30,8 +30,10 @@ def check_images(images: np.ndarray) -> np.ndarray:
     if not isinstance(images, np.ndarray):
         raise PTQError(f"images must be a numpy array of shape (N, 32, 32, 3), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
-        raise PTQError(f"images must have shape (N, 32, 32, 3) (NHWC, raw pixels 0..255), got {images.shape}"
-                       + (": transpose NCHW to NHWC" if images.shape[1:2] == (3,) else ""))
+        raise PTQError(
+            f"images must have shape (N, 32, 32, 3) (NHWC, raw pixels 0..255), got {images.shape}"
+            + (": transpose NCHW to NHWC" if images.shape[1:2] == (3,) else "")
+        )
     if images.dtype not in (np.uint8, np.float32):
         raise PTQError(f"images must be uint8 or float32 raw pixels in [0, 255], got {images.dtype}")
     return np.ascontiguousarray(images, dtype=np.float32)
@@ -46,8 +48,10 @@ def onnx_session(path: Path | str, threads: int | None = None) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise PTQError(f"{path} is not a loadable ONNX model ({exc.__class__.__name__}: {str(exc)[:200]}); "
-                       "rebuild it (python -m ptq_core prepare / quantize)") from exc
+        raise PTQError(
+            f"{path} is not a loadable ONNX model ({exc.__class__.__name__}: {str(exc)[:200]}); "
+            "rebuild it (python -m ptq_core prepare / quantize)"
+        ) from exc
 
 
 def load_torch(path: Path | str) -> Any:
@@ -57,16 +61,20 @@ def load_torch(path: Path | str) -> Any:
     try:
         return load_program(Path(path)).module()
     except Exception as exc:  # zip, json and schema errors all mean the same to the user
-        raise PTQError(f"{path} is not a loadable torch.export archive ({exc.__class__.__name__}: "
-                       f"{str(exc)[:200]}); rebuild it (python -m ptq_core prepare / quantize)") from exc
+        raise PTQError(
+            f"{path} is not a loadable torch.export archive ({exc.__class__.__name__}: "
+            f"{str(exc)[:200]}); rebuild it (python -m ptq_core prepare / quantize)"
+        ) from exc
 
 
 def as_predictor(model: Any) -> Predict:
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.is_file():
-            raise PTQError(f"model file {path} does not exist: build it with `python -m ptq_core prepare` "
-                           "or `python -m ptq_core quantize`")
+            raise PTQError(
+                f"model file {path} does not exist: build it with `python -m ptq_core prepare` "
+                "or `python -m ptq_core quantize`"
+            )
         if path.suffix == ".onnx":
             model = onnx_session(path)
         elif path.suffix in (".pt", ".pt2"):
@@ -81,8 +89,10 @@ def as_predictor(model: Any) -> Predict:
         model = model.module()
     if isinstance(model, torch.nn.Module):
         return _torch_predictor(model)
-    raise PTQError(f"cannot evaluate a {type(model).__name__}: pass an ONNX/.pt path, an InferenceSession, "
-                   "an ExportedProgram or an nn.Module")
+    raise PTQError(
+        f"cannot evaluate a {type(model).__name__}: pass an ONNX/.pt path, an InferenceSession, "
+        "an ExportedProgram or an nn.Module"
+    )
 
 
 def _onnx_predictor(session: Any) -> Predict:

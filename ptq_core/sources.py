@@ -47,14 +47,18 @@ def find_cifar10(explicit: str | Path | None = None, download: bool = True) -> P
         if given:
             path = Path(given).expanduser()
             if not path.is_dir():
-                raise PTQError(f"{origin} points at {path}, which is not a folder: give the "
-                               f"{CIFAR10_FOLDER} folder, or unset it to use the cache/download")
+                raise PTQError(
+                    f"{origin} points at {path}, which is not a folder: give the "
+                    f"{CIFAR10_FOLDER} folder, or unset it to use the cache/download"
+                )
             return path
     cached = cache_dir() / CIFAR10_FOLDER
     if cached.is_dir():
         return cached
     if not download:
-        raise PTQError(f"CIFAR-10 not found: pass --cifar10-dir, set {CIFAR10_ENV}, or run `python -m ptq_core prepare`")
+        raise PTQError(
+            f"CIFAR-10 not found: pass --cifar10-dir, set {CIFAR10_ENV}, or run `python -m ptq_core prepare`"
+        )
     _download_cifar10(cached)
     return cached
 
@@ -68,7 +72,9 @@ def find_resnet8_h5(explicit: str | Path | None = None, download: bool = True) -
     if cached.is_file():
         return _verified_weights(cached, "the cache")
     if not download:
-        raise PTQError(f"ResNet8 weights not found: pass --resnet8-h5, set {RESNET8_ENV}, or run `python -m ptq_core prepare`")
+        raise PTQError(
+            f"ResNet8 weights not found: pass --resnet8-h5, set {RESNET8_ENV}, or run `python -m ptq_core prepare`"
+        )
     with _staging(cached.parent) as tmp:
         part = tmp / RESNET8_FILE
         _fetch(RESNET8_URL, part)
@@ -79,12 +85,16 @@ def find_resnet8_h5(explicit: str | Path | None = None, download: bool = True) -
 
 def _verified_weights(path: Path, origin: str) -> Path:
     if not path.is_file():
-        raise PTQError(f"{origin}: ResNet8 weights {path} do not exist: give the path of {RESNET8_FILE}, "
-                       f"or unset it to use the cache/download")
+        raise PTQError(
+            f"{origin}: ResNet8 weights {path} do not exist: give the path of {RESNET8_FILE}, "
+            f"or unset it to use the cache/download"
+        )
     digest = file_digest(path)
     if digest != RESNET8_SHA256:
-        raise PTQError(f"{origin}: {path} has sha256 {digest[:12]}…, not the MLPerf Tiny ResNet8 "
-                       f"({RESNET8_SHA256[:12]}…): replace it with {RESNET8_FILE} from {RESNET8_URL}")
+        raise PTQError(
+            f"{origin}: {path} has sha256 {digest[:12]}…, not the MLPerf Tiny ResNet8 "
+            f"({RESNET8_SHA256[:12]}…): replace it with {RESNET8_FILE} from {RESNET8_URL}"
+        )
     return path
 
 
@@ -111,8 +121,9 @@ class _staging:
             self.parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=".download-", dir=self.parent))
         except OSError as exc:
-            raise PTQError(f"cannot write to the cache {self.parent} ({exc.strerror}): "
-                           f"set {CACHE_ENV} to a writable folder") from exc
+            raise PTQError(
+                f"cannot write to the cache {self.parent} ({exc.strerror}): set {CACHE_ENV} to a writable folder"
+            ) from exc
         return self.path
 
     def __exit__(self, *exc: object) -> None:
@@ -130,12 +141,15 @@ def _fetch(url: str, dest: Path) -> None:
                     out.write(block)
                     bar.update(len(block))
     except OSError as exc:
-        raise PTQError(f"download of {url} failed ({exc}): fetch it by hand and pass its path "
-                       f"(--cifar10-dir / --resnet8-h5)") from exc
+        raise PTQError(
+            f"download of {url} failed ({exc}): fetch it by hand and pass its path (--cifar10-dir / --resnet8-h5)"
+        ) from exc
 
 
 def _check_digest(path: Path, algorithm: str, expected: str, url: str) -> None:
     got = file_digest(path, algorithm)
     if got != expected:
-        raise PTQError(f"{url} downloaded with {algorithm} {got}, expected {expected}: "
-                       "the download is corrupt or was altered; nothing was unpacked, try again")
+        raise PTQError(
+            f"{url} downloaded with {algorithm} {got}, expected {expected}: "
+            "the download is corrupt or was altered; nothing was unpacked, try again"
+        )

@@ -47,8 +47,10 @@ def _check(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> np.ndarray:
             raise PTQError(f"{what} ONNX model {path} not found: pass ws.fp32_onnx() and ws.quantized(cell)")
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE or not 1 <= len(images) <= MAX_IMAGES:
-        raise PTQError(f"images must be (N, {', '.join(map(str, INPUT_SHAPE))}) with 1 <= N <= {MAX_IMAGES}, "
-                       f"got {images.shape}: pass a few hundred test images, e.g. ws.split('test').images[:256]")
+        raise PTQError(
+            f"images must be (N, {', '.join(map(str, INPUT_SHAPE))}) with 1 <= N <= {MAX_IMAGES}, "
+            f"got {images.shape}: pass a few hundred test images, e.g. ws.split('test').images[:256]"
+        )
     if not np.isfinite(images).all() or images.min() < 0 or images.max() > 255:
         raise PTQError("images must be raw pixels in [0, 255] like the model input: pass ws.split('test').images")
     return np.ascontiguousarray(images, dtype=np.float32)
@@ -81,16 +83,21 @@ def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list
         float_acts = _activations(pre, pixels, Path(tmp))
         matching = create_activation_matching(_activations(Path(qdq_onnx), pixels, Path(tmp)), float_acts)
     if not matching:
-        raise PTQError(f"{qdq_onnx} has no QuantizeLinear/DequantizeLinear activation pairs: "
-                       "pass a QDQ model, e.g. ws.quantized(Cell('onnxruntime', 'u8s8'))")
+        raise PTQError(
+            f"{qdq_onnx} has no QuantizeLinear/DequantizeLinear activation pairs: "
+            "pass a QDQ model, e.g. ws.quantized(Cell('onnxruntime', 'u8s8'))"
+        )
     unmatched = sorted(name for name, match in matching.items() if "float" not in match)
     if unmatched:
-        raise PTQError(f"{len(unmatched)} quantized activations of {qdq_onnx} are not in FP32 model {fp32_onnx} "
-                       f"(e.g. {unmatched[:3]}): pass the FP32 model the QDQ model was quantized from")
+        raise PTQError(
+            f"{len(unmatched)} quantized activations of {qdq_onnx} are not in FP32 model {fp32_onnx} "
+            f"(e.g. {unmatched[:3]}): pass the FP32 model the QDQ model was quantized from"
+        )
     errors = compute_activation_error(matching)
     producers = {out: (i, node.op_type) for i, node in enumerate(graph.node) for out in node.output}
-    rows = [TensorSQNR(name, producers.get(name, (-1, None))[1], float(err["xmodel_err"]))
-            for name, err in errors.items()]
+    rows = [
+        TensorSQNR(name, producers.get(name, (-1, None))[1], float(err["xmodel_err"])) for name, err in errors.items()
+    ]
     return sorted(rows, key=lambda r: (producers.get(r.tensor, (-1, None))[0], r.tensor))
 
 
@@ -100,8 +107,10 @@ def format_table(rows: Sequence[TensorSQNR]) -> str:
         raise PTQError("no SQNR rows to format: pass the list activation_sqnr returned")
     worst = min(rows, key=lambda r: r.sqnr_db)
     w = max(len("tensor"), *(len(r.tensor) for r in rows))
-    lines = [f"| {'tensor':<{w}} | {'op':<11} | SQNR (dB) |           |",
-             f"|{'-' * (w + 2)}|{'-' * 13}|----------:|-----------|"]
+    lines = [
+        f"| {'tensor':<{w}} | {'op':<11} | SQNR (dB) |           |",
+        f"|{'-' * (w + 2)}|{'-' * 13}|----------:|-----------|",
+    ]
     for r in rows:
         mark = "<-- worst" if r is worst else ""
         lines.append(f"| {r.tensor:<{w}} | {r.op_type or '(input)':<11} | {r.sqnr_db:9.2f} | {mark:<9} |")

@@ -30,11 +30,19 @@ class Workspace:
     models_dir: Path
 
     @classmethod
-    def locate(cls, cifar10_dir: str | Path | None = None, resnet8_h5: str | Path | None = None,
-               models_dir: str | Path | None = None, download: bool = True) -> Workspace:
+    def locate(
+        cls,
+        cifar10_dir: str | Path | None = None,
+        resnet8_h5: str | Path | None = None,
+        models_dir: str | Path | None = None,
+        download: bool = True,
+    ) -> Workspace:
         models = Path(models_dir or os.environ.get(MODELS_ENV) or "models").expanduser().resolve()
-        return cls(sources.find_cifar10(cifar10_dir, download).resolve(),
-                   sources.find_resnet8_h5(resnet8_h5, download).resolve(), models)
+        return cls(
+            sources.find_cifar10(cifar10_dir, download).resolve(),
+            sources.find_resnet8_h5(resnet8_h5, download).resolve(),
+            models,
+        )
 
     def split(self, name: str = "test") -> Split:
         return _split(self.cifar10_dir, name)
@@ -49,20 +57,29 @@ class Workspace:
         return load_keras_h5(self.resnet8_h5)
 
     def _key(self, artifact: str, **extra: Any) -> dict[str, Any]:
-        return {"artifact": artifact, "weights_sha256": sources.RESNET8_SHA256, "code": cache.code_digest(),
-                "versions": cache.library_versions(), **extra}
+        return {
+            "artifact": artifact,
+            "weights_sha256": sources.RESNET8_SHA256,
+            "code": cache.code_digest(),
+            "versions": cache.library_versions(),
+            **extra,
+        }
 
     def fp32_onnx(self) -> Path:
         from ptq_core.export import export_onnx
 
-        return cache.build_once(self.models_dir / FP32_ONNX, self._key(FP32_ONNX),
-                                lambda tmp: export_onnx(self.fp32_module(), tmp))
+        return cache.build_once(
+            self.models_dir / FP32_ONNX, self._key(FP32_ONNX), lambda tmp: export_onnx(self.fp32_module(), tmp)
+        )
 
     def fp32_pt(self) -> Path:
         from ptq_core.export import export_program, save_program
 
-        return cache.build_once(self.models_dir / FP32_PT, self._key(FP32_PT),
-                                lambda tmp: save_program(export_program(self.fp32_module()), tmp))
+        return cache.build_once(
+            self.models_dir / FP32_PT,
+            self._key(FP32_PT),
+            lambda tmp: save_program(export_program(self.fp32_module()), tmp),
+        )
 
     def fp32(self, framework: str) -> Path:
         return self.fp32_onnx() if framework == "onnxruntime" else self.fp32_pt()
@@ -75,8 +92,12 @@ class Workspace:
         """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
         calib = self.calibration(config)
         path = self.artifact_path(cell, config)
-        key = self._key(path.name, cell=cell.id, calibration=asdict(config),
-                        calibration_sha256=hashlib.sha256(calib.images.tobytes()).hexdigest())
+        key = self._key(
+            path.name,
+            cell=cell.id,
+            calibration=asdict(config),
+            calibration_sha256=hashlib.sha256(calib.images.tobytes()).hexdigest(),
+        )
         if cell.framework == "onnxruntime":
             from ptq_core.ort_quant import quantize_onnx
 
@@ -85,12 +106,12 @@ class Workspace:
             return cache.build_once(path, key, lambda tmp: quantize_onnx(fp32, tmp, cell, calib.images))
         from ptq_core.pt2e_quant import quantize_pytorch
 
-        return cache.build_once(path, key,
-                                lambda tmp: quantize_pytorch(self.fp32_module(), tmp, cell, calib.images))
+        return cache.build_once(path, key, lambda tmp: quantize_pytorch(self.fp32_module(), tmp, cell, calib.images))
 
 
-def get_calibration_data(num_samples: int = 200, seed: int = 42, split: str = "test",
-                         cifar10_dir: str | Path | None = None) -> CalibrationSet:
+def get_calibration_data(
+    num_samples: int = 200, seed: int = 42, split: str = "test", cifar10_dir: str | Path | None = None
+) -> CalibrationSet:
     """``num_samples`` stratified images (float32 NHWC in [0, 255]) with their labels and split indices."""
     config = CalibrationConfig(num_samples, seed, split)
     folder = sources.find_cifar10(cifar10_dir).resolve()

@@ -15,7 +15,9 @@ from ptq_core.errors import PTQError
 # label arrays in which every class has at least `floor` images
 labels_st = st.integers(1, 40).flatmap(
     lambda floor: arrays(np.int64, st.integers(0, 200), elements=st.integers(0, 9)).map(
-        lambda extra: np.random.default_rng(len(extra)).permutation(np.concatenate([np.repeat(np.arange(10), floor), extra]))
+        lambda extra: np.random.default_rng(len(extra)).permutation(
+            np.concatenate([np.repeat(np.arange(10), floor), extra])
+        )
     )
 )
 

@@ -20,15 +20,32 @@ def test_help_lists_every_subcommand_with_an_example(capsys) -> None:
         assert f"python -m ptq_core {command}" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["quantize", "--framework", "tflite", "--dtype", "int8"], "invalid choice: 'tflite'"),
-    (["quantize", "--framework", "pytorch", "--dtype", "u8s8"], "unknown pytorch dtype 'u8s8': choose one of uint8, int8"),
-    (["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--calibrator", "histogram"],
-     "choose one of minmax, entropy, percentile, distribution"),
-    (["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "0"], "num_samples must be an integer >= 10"),
-    (["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "-3"], "num_samples must be an integer >= 10"),
-    (["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "10010"], "use at most 10000 samples"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["quantize", "--framework", "tflite", "--dtype", "int8"], "invalid choice: 'tflite'"),
+        (
+            ["quantize", "--framework", "pytorch", "--dtype", "u8s8"],
+            "unknown pytorch dtype 'u8s8': choose one of uint8, int8",
+        ),
+        (
+            ["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--calibrator", "histogram"],
+            "choose one of minmax, entropy, percentile, distribution",
+        ),
+        (
+            ["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "0"],
+            "num_samples must be an integer >= 10",
+        ),
+        (
+            ["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "-3"],
+            "num_samples must be an integer >= 10",
+        ),
+        (
+            ["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "10010"],
+            "use at most 10000 samples",
+        ),
+    ],
+)
 def test_bad_option_exits_2_with_the_choices(argv, message, capsys, ws) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--cifar10-dir", str(ws.cifar10_dir), "--models-dir", str(ws.models_dir)])
@@ -46,8 +63,22 @@ def test_model_that_is_not_a_model_exits_2(tmp_path, capsys, ws) -> None:
 
 
 def test_evaluate_json_in_a_fresh_process(fp32_onnx, ws) -> None:
-    out = subprocess.run([sys.executable, "-m", "ptq_core", "evaluate", "--model", str(fp32_onnx), "--json",
-                          "--cifar10-dir", str(ws.cifar10_dir)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptq_core",
+            "evaluate",
+            "--model",
+            str(fp32_onnx),
+            "--json",
+            "--cifar10-dir",
+            str(ws.cifar10_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     result = json.loads(out)
     assert set(result) == {"model", "accuracy", "correct", "total", "per_class_accuracy"}
     assert (result["correct"], result["total"]) == (8719, 10_000) and len(result["per_class_accuracy"]) == 10

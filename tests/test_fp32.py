@@ -44,17 +44,24 @@ def test_onnx_graph_is_clean_and_static(fp32_onnx) -> None:
     assert not {"BatchNormalization", "Shape", "Gather", "Div", "Pad"} & set(ops), ops
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [32, 32, 3]
-    stride2 = [n for n in model.graph.node if n.op_type == "Conv"
-               and list(next(a.ints for a in n.attribute if a.name == "strides")) == [2, 2]
-               and list(next(a.ints for a in n.attribute if a.name == "kernel_shape")) == [3, 3]]
+    stride2 = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        and list(next(a.ints for a in n.attribute if a.name == "strides")) == [2, 2]
+        and list(next(a.ints for a in n.attribute if a.name == "kernel_shape")) == [3, 3]
+    ]
     assert [list(next(a.ints for a in n.attribute if a.name == "pads")) for n in stride2] == [[0, 0, 1, 1]] * 2
 
 
-@pytest.mark.parametrize("shape, dtype, message", [
-    ((2, 3, 32, 32), np.float32, r"shape \(N, 32, 32, 3\).*got \(2, 3, 32, 32\): transpose NCHW to NHWC"),
-    ((2, 32, 32), np.float32, r"shape \(N, 32, 32, 3\)"),
-    ((2, 32, 32, 3), np.float64, r"uint8 or float32 raw pixels in \[0, 255\], got float64"),
-])
+@pytest.mark.parametrize(
+    "shape, dtype, message",
+    [
+        ((2, 3, 32, 32), np.float32, r"shape \(N, 32, 32, 3\).*got \(2, 3, 32, 32\): transpose NCHW to NHWC"),
+        ((2, 32, 32), np.float32, r"shape \(N, 32, 32, 3\)"),
+        ((2, 32, 32, 3), np.float64, r"uint8 or float32 raw pixels in \[0, 255\], got float64"),
+    ],
+)
 def test_wrong_input_gets_a_clear_error(fp32_model, shape, dtype, message) -> None:
     with pytest.raises(PTQError, match=message):
         as_predictor(fp32_model)(np.zeros(shape, dtype))

@@ -68,7 +68,8 @@ def test_weights_are_8bit(cell: Cell, artifact: Path, fp32_of) -> None:
     summary = summarize(artifact, fp32_of(cell.framework))
     assert summary.weight_ops == 10, f"{cell.id}: expected 9 convs + 1 dense, found {summary.weight_ops}"
     assert summary.quantized_weight_ops == summary.weight_ops, (
-        f"{cell.id}: only {summary.quantized_weight_ops} of {summary.weight_ops} Conv/Linear take 8-bit weights")
+        f"{cell.id}: only {summary.quantized_weight_ops} of {summary.weight_ops} Conv/Linear take 8-bit weights"
+    )
     assert summary.activations_quantized, f"{cell.id}: some Conv/Linear input is not quantized"
     assert set(summary.weight_dtypes) <= {"int8", "uint8"} and summary.weight_dtypes
 
@@ -82,10 +83,12 @@ def test_size_ratio(cell: Cell, artifact: Path, fp32_of, record_property) -> Non
     record_property("file_ratio", round(file_ratio, 3))
     assert summary.payload_ratio >= MIN_PAYLOAD_RATIO, (
         f"{cell.id}: weight payload {summary.payload_bytes} B is only {summary.payload_ratio:.2f}x smaller than "
-        f"FP32's {summary.float_payload_bytes} B (need {MIN_PAYLOAD_RATIO}x)")
+        f"FP32's {summary.float_payload_bytes} B (need {MIN_PAYLOAD_RATIO}x)"
+    )
     assert file_ratio >= MIN_FILE_RATIO[cell.framework], (
         f"{cell.id}: {artifact.name} is {artifact.stat().st_size} B, only {file_ratio:.2f}x smaller than "
-        f"{fp32.name} (need {MIN_FILE_RATIO[cell.framework]}x)")
+        f"{fp32.name} (need {MIN_FILE_RATIO[cell.framework]}x)"
+    )
 
 
 @pytest.mark.parametrize("cell", pytest_params(expect_accuracy=True))
@@ -96,18 +99,20 @@ def test_accuracy_vs_fp32(cell: Cell, artifact: Path, evaluated, record_property
     record_property("correct", result.correct)
     assert drop <= MAX_ACCURACY_DROP_POINTS, (
         f"{cell.id} scored {result.accuracy:.2%} ({result.correct}/10000), {drop:.2f} points below FP32 "
-        f"{FP32_ACCURACY:.2%} (allowed {MAX_ACCURACY_DROP_POINTS})")
+        f"{FP32_ACCURACY:.2%} (allowed {MAX_ACCURACY_DROP_POINTS})"
+    )
 
 
 @pytest.mark.parametrize("cell", pytest_params(expect_accuracy=True))
 def test_no_class_collapses(cell: Cell, artifact: Path, evaluated, fp32_of) -> None:
     fp32 = evaluated(fp32_of(cell.framework)).per_class_accuracy
     quant = evaluated(artifact).per_class_accuracy
-    drops = {c: round((f - q) * 100, 1) for c, (f, q) in enumerate(zip(fp32, quant))}
+    drops = {c: round((f - q) * 100, 1) for c, (f, q) in enumerate(zip(fp32, quant, strict=True))}
     worst = max(drops, key=drops.__getitem__)
     assert drops[worst] <= MAX_CLASS_DROP_POINTS, (
         f"{cell.id}: class {worst} fell {drops[worst]} points below FP32 (allowed {MAX_CLASS_DROP_POINTS}); "
-        f"all drops: {drops}")
+        f"all drops: {drops}"
+    )
 
 
 @pytest.mark.parametrize("cell", pytest_params(tuple(c for c in CELLS if c.calibrator != "minmax")))
@@ -120,7 +125,9 @@ def test_calibrator_changes_activation_ranges(cell: Cell, artifact: Path, quanti
     assert differ, f"{cell.id}: every activation scale equals minmax's: the {cell.calibrator} calibrator did nothing"
 
 
-@pytest.mark.parametrize("cell", pytest_params(tuple(c for c in CELLS if c.framework == "pytorch" and c.dtype == "int8")))
+@pytest.mark.parametrize(
+    "cell", pytest_params(tuple(c for c in CELLS if c.framework == "pytorch" and c.dtype == "int8"))
+)
 def test_pytorch_int8_activations_predict_as_uint8(cell: Cell, artifact: Path, quantized, evaluated) -> None:
     """Asymmetric S8 is U8 with the zero point moved by 128: the same model, image for image (measured)."""
     twin = quantized(Cell("pytorch", "uint8", cell.calibrator, cell.granularity))
@@ -129,9 +136,24 @@ def test_pytorch_int8_activations_predict_as_uint8(cell: Cell, artifact: Path, q
 
 @pytest.mark.parametrize("cell", pytest_params((Cell("pytorch", "uint8"), Cell("onnxruntime", "u8s8"))))
 def test_loads_standalone_in_a_fresh_process(cell: Cell, artifact: Path, ws, evaluated) -> None:
-    out = subprocess.run([sys.executable, "-m", "ptq_core", "evaluate", "--model", str(artifact), "--json",
-                          "--cifar10-dir", str(ws.cifar10_dir), "--resnet8-h5", str(ws.resnet8_h5)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptq_core",
+            "evaluate",
+            "--model",
+            str(artifact),
+            "--json",
+            "--cifar10-dir",
+            str(ws.cifar10_dir),
+            "--resnet8-h5",
+            str(ws.resnet8_h5),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out)["correct"] == evaluated(artifact).correct
 
 

@@ -30,14 +30,18 @@ ROOT = Path(__file__).parents[1]
 # things a corrupt or hostile batch file might hold
 _values = st.one_of(
     arrays(st.sampled_from([np.uint8, np.int64, np.float32, np.float64]), array_shapes(max_dims=3, max_side=8)),
-    st.lists(st.integers(-20, 20), max_size=12), st.binary(max_size=20), st.none(), st.integers(),
+    st.lists(st.integers(-20, 20), max_size=12),
+    st.binary(max_size=20),
+    st.none(),
+    st.integers(),
 )
 _batches = st.dictionaries(st.sampled_from([b"data", b"labels", b"batch_label", "data", b"filenames"]), _values)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.one_of(st.binary(max_size=300), _batches.map(pickle.dumps),
-                         st.lists(st.integers()).map(pickle.dumps)))
+@given(
+    content=st.one_of(st.binary(max_size=300), _batches.map(pickle.dumps), st.lists(st.integers()).map(pickle.dumps))
+)
 def test_malformed_batch_gets_a_ptq_error_or_valid_arrays(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "data_batch_1"
     path.write_bytes(content)
@@ -51,8 +55,13 @@ def test_malformed_batch_gets_a_ptq_error_or_valid_arrays(tmp_path: Path, conten
 
 
 @settings(max_examples=100, deadline=None)
-@given(images=arrays(np.float32, st.tuples(st.integers(10, 40), st.just(32), st.just(32), st.just(3)),
-                     elements=st.sampled_from([0.0, 128.0, 255.0, np.nan, np.inf, -1.0, 300.0])))
+@given(
+    images=arrays(
+        np.float32,
+        st.tuples(st.integers(10, 40), st.just(32), st.just(32), st.just(3)),
+        elements=st.sampled_from([0.0, 128.0, 255.0, np.nan, np.inf, -1.0, 300.0]),
+    )
+)
 def test_calibration_from_bad_pixels_gets_a_ptq_error(images: np.ndarray) -> None:
     labels = np.arange(len(images)) % 10
     try:
@@ -115,8 +124,19 @@ def test_full_disk_gets_a_clear_error(tmp_path: Path) -> None:
 def _run_pytest(models: Path, workers: int) -> subprocess.Popen:
     env = {**os.environ, "PTQ_MODELS_DIR": str(models)}
     env.pop("PYTEST_XDIST_WORKER", None)
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers),
-            "tests/test_quantized.py", "-k", "test_loads and not fresh and (onnxruntime-u8s8-minmax or pytorch-uint8-minmax)"]
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        str(workers),
+        "tests/test_quantized.py",
+        "-k",
+        "test_loads and not fresh and (onnxruntime-u8s8-minmax or pytorch-uint8-minmax)",
+    ]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -138,8 +158,9 @@ def test_four_workers_and_a_second_pytest_build_each_artifact_once(tmp_path: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell", [Cell("onnxruntime", "int8", "entropy"), Cell("pytorch", "uint8", "percentile")],
-                         ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "cell", [Cell("onnxruntime", "int8", "entropy"), Cell("pytorch", "uint8", "percentile")], ids=lambda c: c.id
+)
 def test_same_inputs_give_identical_artifacts_and_predictions(cell: Cell, ws, tmp_path: Path, test_split) -> None:
     from dataclasses import replace
 

@@ -65,8 +65,7 @@ def test_sqnr_is_plausible_for_8_bits(rows: list[TensorSQNR], qdq: Path) -> None
     assert all(10 < r.sqnr_db < 60 for r in rows if r.tensor != "permute"), format_table(rows)
 
 
-def test_identical_tensors_get_the_modules_identity_sqnr(rows: list[TensorSQNR], qdq: Path,
-                                                        images: np.ndarray) -> None:
+def test_identical_tensors_get_the_modules_identity_sqnr(rows: list[TensorSQNR], qdq: Path, images: np.ndarray) -> None:
     # Both models see the same pixels, and the QDQ model quantizes the (transposed) input with scale 1 and
     # zero point 0, so its dequantized copy of the integer pixels is exact: FP32 vs FP32 in effect.
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(qdq)).graph.initializer}
@@ -78,13 +77,16 @@ def test_identical_tensors_get_the_modules_identity_sqnr(rows: list[TensorSQNR],
     assert first.sqnr_db > 300
 
 
-def test_output_sqnr_matches_an_independent_run(rows: list[TensorSQNR], fp32_onnx: Path, qdq: Path,
-                                                images: np.ndarray) -> None:
+def test_output_sqnr_matches_an_independent_run(
+    rows: list[TensorSQNR], fp32_onnx: Path, qdq: Path, images: np.ndarray
+) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as qdq_loss_debug runs
     x = {"input": images.astype(np.float32)}
-    fp32, q = (ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]).run(None, x)[0]
-               for p in (fp32_onnx, qdq))
+    fp32, q = (
+        ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]).run(None, x)[0]
+        for p in (fp32_onnx, qdq)
+    )
     expected = 20 * math.log10(np.linalg.norm(fp32.astype(np.float64)) / np.linalg.norm((fp32 - q).astype(np.float64)))
     last = rows[-1]
     assert (last.tensor, last.op_type) == ("probs", "Softmax")
@@ -112,12 +114,15 @@ def test_fp32_model_as_the_quantized_one_is_refused(fp32_onnx: Path, images: np.
         activation_sqnr(fp32_onnx, fp32_onnx, images[:8])
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    (np.zeros((4, 3, 32, 32), np.uint8), r"images must be \(N, 32, 32, 3\)"),
-    (np.zeros((0, 32, 32, 3), np.uint8), r"images must be \(N, 32, 32, 3\)"),
-    (np.full((2, 32, 32, 3), 300.0, np.float32), r"raw pixels in \[0, 255\]"),
-    (np.full((2, 32, 32, 3), np.nan, np.float32), r"raw pixels in \[0, 255\]"),
-])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((4, 3, 32, 32), np.uint8), r"images must be \(N, 32, 32, 3\)"),
+        (np.zeros((0, 32, 32, 3), np.uint8), r"images must be \(N, 32, 32, 3\)"),
+        (np.full((2, 32, 32, 3), 300.0, np.float32), r"raw pixels in \[0, 255\]"),
+        (np.full((2, 32, 32, 3), np.nan, np.float32), r"raw pixels in \[0, 255\]"),
+    ],
+)
 def test_bad_images_are_named(fp32_onnx: Path, qdq: Path, bad: np.ndarray, message: str) -> None:
     with pytest.raises(PTQError, match=message):
         activation_sqnr(fp32_onnx, qdq, bad)

@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 from ptq_core.stats import mcnemar_exact, wilson_interval
 
 
-@pytest.mark.parametrize("correct, total, low, high", [
-    (8719, 10_000, 0.86521, 0.87831),  # FP32 ResNet8
-    (0, 10, 0.0, 0.27753),
-    (10, 10, 0.72247, 1.0),
-    (5, 10, 0.23659, 0.76341),
-])
+@pytest.mark.parametrize(
+    "correct, total, low, high",
+    [
+        (8719, 10_000, 0.86521, 0.87831),  # FP32 ResNet8
+        (0, 10, 0.0, 0.27753),
+        (10, 10, 0.72247, 1.0),
+        (5, 10, 0.23659, 0.76341),
+    ],
+)
 def test_wilson_interval_matches_reference_values(correct, total, low, high) -> None:
     assert wilson_interval(correct, total) == pytest.approx((low, high), abs=1e-5)
 
@@ -27,12 +30,15 @@ def test_wilson_interval_contains_the_point_estimate(pair) -> None:
     assert 0 <= low <= correct / total <= high <= 1
 
 
-@pytest.mark.parametrize("b, c, p", [
-    (0, 0, 1.0),
-    (10, 0, 2 / 2**10),
-    (5, 5, 1.0),
-    (12, 3, 0.03515625),  # 2 * P(X <= 3), X ~ Bin(15, 1/2) = 2 * 576 / 32768
-])
+@pytest.mark.parametrize(
+    "b, c, p",
+    [
+        (0, 0, 1.0),
+        (10, 0, 2 / 2**10),
+        (5, 5, 1.0),
+        (12, 3, 0.03515625),  # 2 * P(X <= 3), X ~ Bin(15, 1/2) = 2 * 576 / 32768
+    ],
+)
 def test_mcnemar_exact_p_values(b, c, p) -> None:
     ref = np.array([True] * b + [False] * c + [True] * 7)
     cand = np.array([False] * b + [True] * c + [True] * 7)
