@@ -83,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--no-studies", action="store_true", help="skip the train-split, calibration-size and SQNR studies"
     )
-    report.add_argument("--benchmarks", type=Path, metavar="JSON",
-                        help="a pytest-benchmark run to report speed from (default: the newest in .benchmarks/)")
+    report.add_argument(
+        "--benchmarks",
+        type=Path,
+        metavar="JSON",
+        help="a pytest-benchmark run to report speed from (default: the newest in .benchmarks/)",
+    )
     report.add_argument(
         "--readme",
         type=Path,
@@ -142,8 +146,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from ptq_core import report
 
-    results = report.collect(_workspace(args), studies=not args.no_studies,
-                             benchmarks=args.benchmarks or report.latest_benchmarks())
+    results = report.collect(
+        _workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or report.latest_benchmarks()
+    )
     paths = report.write(results, args.out)
     if args.readme:
         dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"

@@ -99,33 +99,33 @@ def _calibrate(model: Path, calibrator: str, images: np.ndarray, workdir: Path) 
     return TensorsData(method, {name: data[name] for name in sorted(data.keys())})
 
 
-@contextlib.contextmanager
-def _calibrated(fp32_onnx: Path, cell: Cell, calib_images: np.ndarray) -> Iterator[tuple[Path, TensorsData]]:
-    """A temporary pre-processed copy of the model and the ranges the cell's calibrator found on it."""
-    images = _check_inputs(fp32_onnx, cell, calib_images)
+def _preprocessed(fp32_onnx: Path, workdir: Path) -> Path:
+    pre = workdir / "pre.onnx"
+    quant_pre_process(str(fp32_onnx), str(pre))
+    return pre
+
+
+def save_ranges(fp32_onnx: Path, calibrator: str, calib_images: np.ndarray, out: Path) -> None:
+    """The calibrator's activation ranges as quantize_static's calibration cache (JSON) at ``out``.
+
+    They depend on the model, the images and the calibrator only, so every dtype and granularity that
+    shares a calibrator can share the file (entropy's KL search is ~11 s of pure Python).
+    """
+    images = _check_inputs(fp32_onnx, Cell("onnxruntime", "u8s8", calibrator), calib_images)
     with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_onnx), str(pre))
-        yield pre, _calibrate(pre, cell.calibrator, images, Path(tmp))
+        save_tensors_data(_calibrate(_preprocessed(fp32_onnx, Path(tmp)), calibrator, images, Path(tmp)), out)
 
 
-def _scalar(value: object) -> float:
-    return float(np.asarray(value).item())  # MinMax keeps ReduceMin/Max's (1,) shape
-
-
-def activation_ranges(fp32_onnx: Path, cell: Cell, calib_images: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Tensor name (in the pre-processed graph) -> (lo, hi) as the cell's calibrator computed it."""
-    with _calibrated(fp32_onnx, cell, calib_images) as (_, data):
-        return {name: (_scalar(td.range_value[0]), _scalar(td.range_value[1])) for name, td in data.items()}
-
-
-def quantize_onnx(fp32_onnx: Path, out: Path, cell: Cell, calib_images: np.ndarray) -> None:
-    """Pre-process, calibrate and quantize ``fp32_onnx`` into a QDQ model at ``out`` (the only file written)."""
+def quantize_onnx(fp32_onnx: Path, out: Path, cell: Cell, calib_images: np.ndarray, ranges: Path | None = None) -> None:
+    """Pre-process, calibrate (or take ``ranges`` from save_ranges) and quantize into a QDQ model at ``out``."""
     if not Path(out).parent.is_dir() or Path(out).resolve() == Path(fp32_onnx).resolve():
         raise PTQError(f"cannot write the quantized model to {out}: choose a new file in an existing folder")
-    with _calibrated(fp32_onnx, cell, calib_images) as (pre, data):
-        cache = pre.with_name("ranges.json")
-        save_tensors_data(data, cache)
+    images = _check_inputs(fp32_onnx, cell, calib_images)
+    with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
+        pre = _preprocessed(fp32_onnx, Path(tmp))
+        if ranges is None:
+            ranges = Path(tmp) / "ranges.json"
+            save_tensors_data(_calibrate(pre, cell.calibrator, images, Path(tmp)), ranges)
         activation_type, weight_type = QUANT_TYPES[cell.dtype]
         quantize_static(
             str(pre),
@@ -135,8 +135,8 @@ def quantize_onnx(fp32_onnx: Path, out: Path, cell: Cell, calib_images: np.ndarr
             per_channel=cell.granularity == "per_channel",
             activation_type=activation_type,
             weight_type=weight_type,
-            calibrate_method=data.calibration_method,
-            calibration_cache_path=cache,
+            calibrate_method=CALIBRATORS[cell.calibrator][0],
+            calibration_cache_path=ranges,
         )
 
 

@@ -92,8 +92,9 @@ def accuracy_row(
     }
 
 
-def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS, studies: bool = True,
-            benchmarks: Path | None = None) -> dict[str, Any]:
+def collect(
+    ws: Workspace, cells: tuple[Cell, ...] = CELLS, studies: bool = True, benchmarks: Path | None = None
+) -> dict[str, Any]:
     """Build (or reuse) and evaluate every cell; everything the report and the baselines need."""
     labels = ws.split("test").labels
     calib = ws.calibration(CalibrationConfig())
@@ -199,21 +200,40 @@ def speed_rows(benchmark_json: Path) -> list[dict[str, Any]]:
         if "images_per_s" not in info or not bench["name"].startswith(("test_onnxruntime[", "test_pytorch[")):
             continue
         framework = "onnxruntime" if bench["name"].startswith("test_onnxruntime") else "pytorch"
-        rows.append({"framework": framework, "model": info["model"], "batch": info["batch"],
-                     "threads": info["threads"], "images_per_s": info["images_per_s"],
-                     "gmac_per_s": info["mac_per_s"] / 1e9})
+        rows.append(
+            {
+                "framework": framework,
+                "model": info["model"],
+                "batch": info["batch"],
+                "threads": info["threads"],
+                "images_per_s": info["images_per_s"],
+                "gmac_per_s": info["mac_per_s"] / 1e9,
+            }
+        )
     for row in rows:
         fp32 = "fp32" if row["framework"] == "onnxruntime" else "fp32-eager"
-        base = next((r for r in rows if (r["framework"], r["model"], r["batch"], r["threads"])
-                     == (row["framework"], fp32, row["batch"], row["threads"])), None)
+        base = next(
+            (
+                r
+                for r in rows
+                if (r["framework"], r["model"], r["batch"], r["threads"])
+                == (row["framework"], fp32, row["batch"], row["threads"])
+            ),
+            None,
+        )
         row["vs_fp32"] = row["images_per_s"] / base["images_per_s"] if base else None
     return sorted(rows, key=lambda r: (r["framework"], r["batch"], r["threads"], -r["images_per_s"]))
 
 
 def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
-    lines = ["", f"Inference speed on the test images (`tox -e bench`, {source}); ratio to FP32 at the same batch "
-             "and threads (PyTorch: to FP32 eager). Fastest 8-bit model per group in bold:", "",
-             "| framework | model | batch | threads | images/s | GMAC/s | vs FP32 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Inference speed on the test images (`tox -e bench`, {source}); ratio to FP32 at the same batch "
+        "and threads (PyTorch: to FP32 eager). Fastest 8-bit model per group in bold:",
+        "",
+        "| framework | model | batch | threads | images/s | GMAC/s | vs FP32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     fastest = {}
     for r in rows:
         if not r["model"].startswith("fp32"):
@@ -223,8 +243,10 @@ def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
         if fastest.get((r["framework"], r["batch"], r["threads"])) == model:
             model = f"**{model}**"
         ratio = f"{r['vs_fp32']:.2f}x" if r["vs_fp32"] else "-"
-        lines.append(f"| {r['framework']} | {model} | {r['batch']} | {r['threads']} | {r['images_per_s']:,.0f} | "
-                     f"{r['gmac_per_s']:.0f} | {ratio} |")
+        lines.append(
+            f"| {r['framework']} | {model} | {r['batch']} | {r['threads']} | {r['images_per_s']:,.0f} | "
+            f"{r['gmac_per_s']:.0f} | {ratio} |"
+        )
     return lines
 
 

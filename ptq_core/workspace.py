@@ -99,11 +99,19 @@ class Workspace:
             calibration_sha256=hashlib.sha256(calib.images.tobytes()).hexdigest(),
         )
         if cell.framework == "onnxruntime":
-            from ptq_core.ort_quant import quantize_onnx
+            from ptq_core.ort_quant import quantize_onnx, save_ranges
 
             fp32 = self.fp32_onnx()
             key["fp32_sha256"] = sources.file_digest(fp32)
-            return cache.build_once(path, key, lambda tmp: quantize_onnx(fp32, tmp, cell, calib.images))
+            ranges_key = {k: v for k, v in key.items() if k not in ("artifact", "cell")} | {
+                "calibrator": cell.calibrator
+            }
+            ranges = cache.build_once(
+                self.models_dir / "ranges" / f"{cell.calibrator}{config.suffix}.json",
+                ranges_key,
+                lambda tmp: save_ranges(fp32, cell.calibrator, calib.images, tmp),
+            )
+            return cache.build_once(path, key, lambda tmp: quantize_onnx(fp32, tmp, cell, calib.images, ranges))
         from ptq_core.pt2e_quant import quantize_pytorch
 
         return cache.build_once(path, key, lambda tmp: quantize_pytorch(self.fp32_module(), tmp, cell, calib.images))
