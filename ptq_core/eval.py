@@ -48,11 +48,16 @@ def score(predictions: np.ndarray, labels: np.ndarray) -> EvalResult:
     return EvalResult(int(hits.sum()), len(labels), per_class, predictions)
 
 
-def predict_classes(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """(N, 10) class probabilities of any model kind, computed in batches."""
     predict = as_predictor(model)
     check_images(images[:1])
-    out = [predict(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    out = [predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
+
+
+def predict_classes(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    return predict_probabilities(model, images, batch_size).argmax(axis=1)
 
 
 def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = BATCH_SIZE) -> EvalResult:

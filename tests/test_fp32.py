@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from ptq_core.errors import PTQError
+from ptq_core.eval import predict_probabilities
 from ptq_core.runtime import as_predictor
 
 FP32_CORRECT = 8719  # MLPerf Tiny ResNet8 on the 10,000 CIFAR-10 test images (87.19 %)
@@ -25,7 +26,7 @@ def test_fp32_scores_exactly_8719(fp32_model, evaluated) -> None:
 
 
 def test_onnx_and_pytorch_agree_on_every_image(fp32_onnx, fp32_pt, test_split) -> None:
-    p_onnx, p_pt = (as_predictor(path)(test_split.images) for path in (fp32_onnx, fp32_pt))
+    p_onnx, p_pt = (predict_probabilities(path, test_split.images) for path in (fp32_onnx, fp32_pt))
     assert np.array_equal(p_onnx.argmax(1), p_pt.argmax(1))
     assert np.abs(p_onnx - p_pt).max() <= 1e-4
 
