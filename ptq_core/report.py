@@ -234,7 +234,7 @@ def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
         "| framework | model | batch | threads | images/s | GMAC/s | vs FP32 |",
         "|---|---|---|---|---|---|---|",
     ]
-    fastest = {}
+    fastest: dict[tuple[str, int, int], str] = {}
     for r in rows:
         if not r["model"].startswith("fp32"):
             fastest.setdefault((r["framework"], r["batch"], r["threads"]), r["model"])
