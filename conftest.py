@@ -119,6 +119,10 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
             key = "failed" if outcome in ("error", "xpassed") else outcome
             row[key] = int(row[key]) + 1  # type: ignore[call-overload]
             row.update(dict(report.user_properties))
+    peaks = config.stash.get(_PEAK_RSS, {}) or {"main": _peak_rss_mib()}
+    terminalreporter.write_line(
+        "peak memory per process: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in sorted(peaks.items()))
+    )
     if not cells:
         return
     terminalreporter.write_sep("=", "PTQ matrix (accuracy on 10,000 test images; FP32 87.19 %)")
@@ -134,7 +138,23 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
         terminalreporter.write_line(f"{cell:45} {acc_text} {row['passed']:>3}/{total:<4}  {result}")
 
 
+_PEAK_RSS = pytest.StashKey[dict]()
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    peaks = node.config.stash.setdefault(_PEAK_RSS, {})
+    peaks[node.gateway.id] = node.workeroutput.get("peak_rss_mib", float("nan"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        session.config.workeroutput["peak_rss_mib"] = _peak_rss_mib()  # type: ignore[attr-defined]
     out = session.config.stash.get(_REPORT_DIR, None)
     if out is None or exitstatus not in (0, 1):
         return

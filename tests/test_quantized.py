@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -38,6 +39,17 @@ def fp32_of(fp32_onnx: Path, fp32_pt: Path):
     return {"onnxruntime": fp32_onnx, "pytorch": fp32_pt}.__getitem__
 
 
+@pytest.fixture(scope="module")
+def summary_of(fp32_of):
+    """``summary_of(cell, artifact)``: what the artifact stores, read once per module and worker."""
+    return functools.cache(lambda cell, artifact: summarize(artifact, fp32_of(cell.framework)))
+
+
+@pytest.fixture(scope="module")
+def predictor_of():
+    return functools.cache(as_predictor)
+
+
 @pytest.mark.parametrize("cell", pytest_params())
 def test_loads(cell: Cell, artifact: Path, test_split) -> None:
     predict = as_predictor(artifact)  # a fresh InferenceSession / torch.export.load
@@ -46,11 +58,11 @@ def test_loads(cell: Cell, artifact: Path, test_split) -> None:
 
 @pytest.mark.parametrize("cell", pytest_params())
 @pytest.mark.parametrize("batch", [1, 64])
-def test_output_shape(cell: Cell, artifact: Path, test_split, batch: int, fp32_of) -> None:
-    probs = as_predictor(artifact)(test_split.images[:batch])
+def test_output_shape(cell: Cell, artifact: Path, test_split, batch: int, summary_of, predictor_of) -> None:
+    probs = predictor_of(artifact)(test_split.images[:batch])
     assert probs.shape == (batch, 10)
     # ten probabilities, each rounded to the output's quantization step (if the softmax is quantized)
-    step = summarize(artifact, fp32_of(cell.framework)).output_step
+    step = summary_of(cell, artifact).output_step
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=10 * step / 2 + 1e-5)
 
 
@@ -64,8 +76,8 @@ def test_calibration_stratified(cell: Cell, artifact: Path, calibration) -> None
 
 
 @pytest.mark.parametrize("cell", pytest_params())
-def test_weights_are_8bit(cell: Cell, artifact: Path, fp32_of) -> None:
-    summary = summarize(artifact, fp32_of(cell.framework))
+def test_weights_are_8bit(cell: Cell, artifact: Path, summary_of) -> None:
+    summary = summary_of(cell, artifact)
     assert summary.weight_ops == 10, f"{cell.id}: expected 9 convs + 1 dense, found {summary.weight_ops}"
     assert summary.quantized_weight_ops == summary.weight_ops, (
         f"{cell.id}: only {summary.quantized_weight_ops} of {summary.weight_ops} Conv/Linear take 8-bit weights"
@@ -75,9 +87,9 @@ def test_weights_are_8bit(cell: Cell, artifact: Path, fp32_of) -> None:
 
 
 @pytest.mark.parametrize("cell", pytest_params())
-def test_size_ratio(cell: Cell, artifact: Path, fp32_of, record_property) -> None:
+def test_size_ratio(cell: Cell, artifact: Path, fp32_of, summary_of, record_property) -> None:
     fp32 = fp32_of(cell.framework)
-    summary = summarize(artifact, fp32)
+    summary = summary_of(cell, artifact)
     file_ratio = fp32.stat().st_size / artifact.stat().st_size
     record_property("payload_ratio", round(summary.payload_ratio, 3))
     record_property("file_ratio", round(file_ratio, 3))
