@@ -158,11 +158,11 @@ def graph_report(path_or_program: Path | str | torch.export.ExportedProgram) -> 
     if isinstance(path_or_program, torch.export.ExportedProgram):
         program, buffer = path_or_program, io.BytesIO()
         torch.export.save(program, buffer)
-        archive = _archive_bytes(buffer)
+        archive = archive_bytes(buffer)
     else:
         program = _load(Path(path_or_program))
         with open(path_or_program, "rb") as f:
-            archive = _archive_bytes(f)
+            archive = archive_bytes(f)
     tensors = _input_tensors(program)
     weight_ops = [n for n in program.graph.nodes if n.op == "call_function" and n.target in _WEIGHT_OPS]
     weight_dqs = [n.args[1] for n in weight_ops if _is_int8_dequantize(n.args[1], tensors)]
@@ -261,7 +261,7 @@ def _payload_bytes(dequantize: torch.fx.Node, tensors: dict[str, torch.Tensor]) 
     )
 
 
-def _archive_bytes(file: BinaryIO) -> ArchiveBytes:
+def archive_bytes(file: BinaryIO) -> ArchiveBytes:
     file.seek(0, io.SEEK_END)
     size = file.tell()
     sizes = {"tensors": 0, "tensor_index_json": 0, "graph_json": 0, "example_inputs": 0}

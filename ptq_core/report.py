@@ -142,6 +142,7 @@ def collect(
         "fp32": {"file_bytes": {fw: p.stat().st_size for fw, p in fp32.items()}, **fp32_row},
         "cells": rows,
         "studies": calibration_studies(ws) if studies else {},
+        "pytorch_archive_bytes": _pytorch_archive_bytes(fp32["pytorch"], ws.quantized(Cell("pytorch", "uint8"))),
         "speed": speed_rows(benchmarks) if benchmarks else [],
         "speed_source": f"run {benchmarks.name[:4]}, {benchmarks.parent.name}" if benchmarks else None,
     }
@@ -250,6 +251,19 @@ def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
     return lines
 
 
+def _pytorch_archive_bytes(fp32: Path, quantized: Path) -> dict[str, dict[str, int]]:
+    """Where a torch.export archive's bytes go: the 8-bit weights are a minority of the file."""
+    from dataclasses import asdict
+
+    from ptq_core.pt2e_quant import archive_bytes
+
+    result = {}
+    for name, path in (("fp32", fp32), ("uint8", quantized)):
+        with open(path, "rb") as f:
+            result[name] = asdict(archive_bytes(f))
+    return result
+
+
 def best_cell(results: dict[str, Any]) -> dict[str, Any]:
     """The most accurate passing cell; ties go to the smaller file."""
     passing = [r for r in results["cells"] if r["passes"]]
@@ -286,6 +300,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['wilson_high']:.1%} | {r['mcnemar_p']:.2g} | {r['heldout_accuracy']:.2%} | "
             f"{r['agreement_fp32']:.2%} | {_twin(r)} | {r['payload_ratio']:.2f}x | {r['file_ratio']:.2f}x | {verdict} |"
         )
+    if results.get("pytorch_archive_bytes"):
+        parts = results["pytorch_archive_bytes"]
+        lines += [
+            "",
+            "Where the bytes of a PT2E `.pt` archive go (torch.export format, no pickle):",
+            "",
+            "| artifact | " + " | ".join(parts["fp32"]) + " |",
+            "|---" * (len(parts["fp32"]) + 1) + "|",
+        ]
+        lines += [f"| {name} | " + " | ".join(f"{v:,}" for v in sizes.values()) + " |" for name, sizes in parts.items()]
     if results.get("speed"):
         lines += _speed_markdown(results["speed"], results["speed_source"])
     lines += _studies_markdown(results.get("studies") or {})
