@@ -113,3 +113,14 @@ def test_pickle_that_calls_os_system_is_refused(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(PTQError, match=r"global '(posix|os)\.system' is not allowed in a CIFAR-10 batch"):
         read_batch(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_batch_written_by_numpy_1_loads(tmp_path: Path) -> None:
+    """The official files name numpy.core.multiarray (Python 2, numpy 1); this copy numpy._core."""
+    batch = {b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072), b"labels": [3, 9]}
+    raw = pickle.dumps(batch, protocol=2)
+    assert b"numpy._core.multiarray" in raw
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    data, labels = read_batch(path)
+    assert np.array_equal(data, batch[b"data"]) and labels.tolist() == [3, 9]
