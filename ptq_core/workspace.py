@@ -111,6 +111,7 @@ class Workspace:
                 ranges_key,
                 lambda tmp: save_ranges(fp32, cell.calibrator, calib.images, tmp),
             )
+            key["ranges_sha256"] = sources.file_digest(ranges)
             return cache.build_once(path, key, lambda tmp: quantize_onnx(fp32, tmp, cell, calib.images, ranges))
         from ptq_core.pt2e_quant import quantize_pytorch
 
