@@ -132,10 +132,11 @@ def _quantize(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from ptq_core.cifar10 import load_split
     from ptq_core.eval import evaluate
+    from ptq_core.sources import find_cifar10
 
-    ws = _workspace(args)
-    test = ws.split("test")
+    test = load_split(find_cifar10(args.cifar10_dir), "test")  # no weights needed to score a model
     result = evaluate(args.model, test.images, test.labels)
     if args.json:
         print(json.dumps({"model": str(args.model), **result.as_dict()}))
