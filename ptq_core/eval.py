@@ -25,12 +25,6 @@ class EvalResult:
     def accuracy(self) -> float:
         return self.correct / self.total
 
-    def excluding(self, indices: np.ndarray, labels: np.ndarray) -> EvalResult:
-        """The same predictions scored without ``indices`` (e.g. the calibration images: held-out accuracy)."""
-        keep = np.ones(self.total, dtype=bool)
-        keep[indices] = False
-        return score(self.predictions[keep], labels[keep])
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "accuracy": self.accuracy,
