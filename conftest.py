@@ -7,14 +7,15 @@ xdist workers share one build and a second run reuses it.
 from __future__ import annotations
 
 import functools
+import json
 import os
-import re
 from pathlib import Path
 
 import pytest
 
 from ptq_core import Workspace
 from ptq_core.calibration import CalibrationConfig
+from ptq_core.checks import Context, Subject
 from ptq_core.eval import EvalResult
 from ptq_core.matrix import Cell
 from ptq_core.predictions import result_on_test
@@ -65,21 +66,21 @@ def calibration(ws: Workspace):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def fp32_onnx(ws: Workspace) -> Path:
-    return ws.fp32_onnx()
+    return ws.fp32("onnx")
 
 
 @pytest.fixture(scope="session")
-def fp32_pt(ws: Workspace) -> Path:
-    return ws.fp32_pt()
+def fp32_pt2(ws: Workspace) -> Path:
+    return ws.fp32("pt2")
 
 
 @pytest.fixture(scope="session")
 def evaluated(ws: Workspace):  # type: ignore[no-untyped-def]
-    """``evaluated(path) -> EvalResult`` on the 10,000 test images, cached on disk by model digest."""
+    """``evaluated(path, runtime=None) -> EvalResult`` on the 10,000 test images, cached on disk by model digest."""
 
     @functools.cache
-    def evaluate(path: Path) -> EvalResult:
-        return result_on_test(ws, path)
+    def evaluate(path: Path, runtime: str | None = None) -> EvalResult:
+        return result_on_test(ws, path, runtime)
 
     return evaluate
 
@@ -95,6 +96,44 @@ def artifact(quantized, cell: Cell) -> Path:  # type: ignore[no-untyped-def]
     return quantized(cell)
 
 
+@pytest.fixture(scope="session")
+def context(ws: Workspace, quantized, evaluated, test_split):  # type: ignore[no-untyped-def]
+    """``context(subject) -> checks.Context``: one per cell and worker, shared by its checks."""
+
+    @functools.cache
+    def for_cell(cell: Cell) -> Context:
+        artifact = quantized(cell)
+        return Context(
+            cell=cell,
+            artifact=artifact,
+            fp32=ws.fp32(cell.backend_spec.format, cell.model),
+            evaluate=evaluated,
+            images=test_split.images[:64],
+            calibration=ws.calibration(CalibrationConfig()),
+            record=json.loads(artifact.with_name(artifact.name + ".key.json").read_text())["key"],
+            sibling=quantized,
+        )
+
+    def get(subject: Subject) -> Context:
+        ctx = for_cell(subject.cell)
+        return ctx.on(subject.runtime) if subject.runtime else ctx
+
+    return get
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    """Tag each report with the cell it is about, so the summary groups by cell without parsing test ids."""
+    report = yield
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for value in params.values():
+        cell = value.cell if isinstance(value, Subject) else value
+        if isinstance(cell, Cell):
+            report.user_properties.append(("cell", cell.id))
+            break
+    return report
+
+
 def pytest_configure(config: pytest.Config) -> None:
     report_dir = config.getoption("ptq_report", None)
     if report_dir and not hasattr(config, "workerinput"):
@@ -102,7 +141,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _REPORT_DIR = pytest.StashKey[Path]()
-_CELL_IN_NODEID = re.compile(r"((?:onnxruntime|pytorch)-[a-z0-9]+-[a-z_]+-per_(?:channel|tensor))")
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
@@ -110,12 +148,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     cells: dict[str, dict[str, object]] = {}
     for outcome in ("passed", "failed", "xfailed", "xpassed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
-            match = _CELL_IN_NODEID.search(getattr(report, "nodeid", ""))
-            if not match or getattr(report, "when", "call") not in ("call", "setup"):
+            props = dict(getattr(report, "user_properties", ()))
+            if "cell" not in props or getattr(report, "when", "call") not in ("call", "setup"):
                 continue
             if report.when == "setup" and outcome == "passed":
                 continue
-            row = cells.setdefault(match.group(1), {"passed": 0, "failed": 0, "xfailed": 0, "skipped": 0})
+            row = cells.setdefault(props["cell"], {"passed": 0, "failed": 0, "xfailed": 0, "skipped": 0})
             key = "failed" if outcome in ("error", "xpassed") else outcome
             row[key] = int(row[key]) + 1  # type: ignore[call-overload]
             row.update(dict(report.user_properties))
@@ -125,17 +163,20 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     )
     if not cells:
         return
-    terminalreporter.write_sep("=", "PTQ matrix (accuracy on 10,000 test images; FP32 87.19 %)")
-    terminalreporter.write_line(f"{'cell':45} {'accuracy':>9} {'Δ pts':>7} {'checks':>8}  result")
+    terminalreporter.write_sep("=", "PTQ matrix (accuracy on 10,000 test images; Δ against FP32 on the same runtime)")
+    terminalreporter.write_line(f"{'cell':58} {'accuracy, Δ pts, by runtime':>40} {'checks':>8}  result")
     for cell in sorted(cells):
         row = cells[cell]
-        acc = row.get("accuracy")
-        acc_text = f"{acc:9.2%} {(acc - 0.8719) * 100:+7.2f}" if isinstance(acc, float) else f"{'-':>9} {'-':>7}"
+        accs = sorted((k.removeprefix("accuracy@"), v) for k, v in row.items() if k.startswith("accuracy@"))
+        acc_text = "  ".join(
+            f"{rt} {acc:.2%} {(acc - float(row['fp32@' + rt])) * 100:+.2f}"  # type: ignore[arg-type]
+            for rt, acc in accs
+        )
         total = sum(int(row[k]) for k in ("passed", "failed", "xfailed", "skipped"))  # type: ignore[call-overload]
         result = (
             "FAIL" if row["failed"] else "known failure" if row["xfailed"] else "skipped" if row["skipped"] else "ok"
         )
-        terminalreporter.write_line(f"{cell:45} {acc_text} {row['passed']:>3}/{total:<4}  {result}")
+        terminalreporter.write_line(f"{cell:58} {acc_text:>40} {row['passed']:>3}/{total:<4}  {result}")
 
 
 _PEAK_RSS = pytest.StashKey[dict]()
@@ -158,10 +199,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     out = session.config.stash.get(_REPORT_DIR, None)
     if out is None or exitstatus not in (0, 1):
         return
-    from ptq_core import report
+    from ptq_core import render, report
+    from ptq_core.speed import latest_benchmarks
 
-    results = report.collect(_workspace(session.config), benchmarks=report.latest_benchmarks())
-    paths = report.write(results, out)
+    results = report.build(_workspace(session.config), benchmarks=latest_benchmarks())
+    paths = render.write(results, out)
     session.config.pluginmanager.get_plugin("terminalreporter").write_line(
         "PTQ report: " + ", ".join(str(p) for p in paths)
     )

@@ -1,4 +1,5 @@
-"""Accuracy regression suite for static post-training quantization of ResNet8 on CIFAR-10."""
+"""Accuracy regression suite for static post-training quantization: registries of models, backends and
+runtimes; one ``evaluate``; checks that run on any artifact."""
 
 from ptq_core.calibration import CalibrationConfig, CalibrationSet
 from ptq_core.errors import PTQError

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,17 @@ from ptq_core.errors import PTQError
 from ptq_core.sources import file_digest
 
 BUILD_LOG = "builds.log"
-_LIBRARIES = ("numpy", "onnx", "onnxruntime", "torch", "torchao", "h5py")
-# The modules whose code decides what an artifact holds.
-_BUILDER_MODULES = ("calibration", "cifar10", "export", "ort_quant", "pt2e_quant", "resnet8")
+PACKAGE = Path(__file__).parent
 
 
 class StaleArtifactWarning(UserWarning):
     """A cached artifact no longer matches the digest recorded when it was built."""
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """Python's and numpy's versions, and those of ``names`` (distribution names; "absent" if missing)."""
     versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
+    for name in sorted({"numpy", *names}):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -44,11 +43,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def code_digest() -> str:
-    """Digest of the code that makes artifacts: changing how they are made rebuilds them."""
+def code_digest(modules: Iterable[str]) -> str:
+    """Digest of the ptq_core modules (``"formats/onnx"``, ``"eval"``) that decide an artifact or a result."""
     h = hashlib.sha256()
-    for name in _BUILDER_MODULES:
-        path = Path(__file__).with_name(f"{name}.py")
+    for name in sorted(set(modules)):
+        path = PACKAGE / f"{name}.py"
         h.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
     return h.hexdigest()[:16]
 

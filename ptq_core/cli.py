@@ -8,18 +8,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ptq_core.backends import BACKENDS
 from ptq_core.calibration import CalibrationConfig
 from ptq_core.errors import PTQError
-from ptq_core.matrix import CALIBRATORS, DTYPES, FRAMEWORKS, GRANULARITIES, Cell
+from ptq_core.formats import FORMATS
+from ptq_core.matrix import Cell
+from ptq_core.models import DEFAULT_MODEL, MODELS
+from ptq_core.runtimes import RUNTIMES
 
 EXAMPLES = """\
 subcommands, one example each:
   prepare    python -m ptq_core prepare
-             find or download CIFAR-10 and the ResNet8 weights, verify them, build models/resnet8.{onnx,pt}
-  quantize   python -m ptq_core quantize --framework onnxruntime --dtype u8s8 --calibrator entropy
-             build one cell of the matrix into models/ (or --out PATH)
-  evaluate   python -m ptq_core evaluate --model models/resnet8_int8.onnx --json
-             top-1 accuracy of any model (.onnx or .pt) on the 10,000 CIFAR-10 test images
+             find or download CIFAR-10 and the ResNet8 weights, verify them, build models/resnet8.{onnx,pt2}
+  quantize   python -m ptq_core quantize --backend onnxruntime --dtype u8s8 --calibrator entropy
+             build one cell of the matrix into models/ (or --out PATH); every axis has a default
+  evaluate   python -m ptq_core evaluate --model models/resnet8.onnx --runtime openvino --json
+             top-1 accuracy of any model (.onnx or .pt2) on the 10,000 CIFAR-10 test images
   report     python -m ptq_core report --out report/
              build and evaluate every cell, write results.json, results.md and plots
 
@@ -44,8 +48,11 @@ def _choices(values: Sequence[str]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ptq",
-        description="Static post-training quantization of ResNet8 "
-        "(CIFAR-10) with ONNX Runtime and PyTorch PT2E, and its accuracy cost.",
+        description="Static post-training quantization of ResNet8 (CIFAR-10) with "
+        + ", ".join(BACKENDS)
+        + ", scored on "
+        + ", ".join(RUNTIMES)
+        + ": what 8 bits cost in accuracy.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,24 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = sub.add_parser(
         "quantize",
         help="build one quantized cell",
-        epilog="dtypes: "
-        + "; ".join(f"{f}: {_choices(DTYPES[f])}" for f in FRAMEWORKS)
-        + "\ncalibrators: "
-        + "; ".join(f"{f}: {_choices(CALIBRATORS[f])}" for f in FRAMEWORKS),
+        epilog="\n".join(
+            f"{b.name}: dtypes {_choices(tuple(b.dtypes))}; calibrators {_choices(b.calibrators)}; "
+            f"granularities {_choices(b.granularities)} (first = default); writes {FORMATS[b.format].suffix}"
+            for b in BACKENDS.values()
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    quantize.add_argument("--framework", required=True, choices=FRAMEWORKS)
-    quantize.add_argument("--dtype", required=True, help="activation/weight types (see below)")
-    quantize.add_argument("--calibrator", default="minmax", help="range estimation (see below; default minmax)")
-    quantize.add_argument("--granularity", default="per_channel", choices=GRANULARITIES)
+    quantize.add_argument("--backend", "--framework", dest="backend", required=True, choices=tuple(BACKENDS))
+    quantize.add_argument("--model", default=DEFAULT_MODEL, choices=tuple(MODELS))
+    quantize.add_argument("--dtype", default="", help="activation/weight types (see below; default: the first)")
+    quantize.add_argument("--calibrator", default="", help="range estimation (see below; default: the first)")
+    quantize.add_argument("--granularity", default="", help="weight scales (see below; default: the first)")
     quantize.add_argument("--samples", type=int, default=200, help="calibration images, stratified (default 200)")
     quantize.add_argument("--seed", type=int, default=42, help="calibration sampling seed (default 42)")
     quantize.add_argument("--split", default="test", choices=("test", "train"), help="split to calibrate from")
-    quantize.add_argument("--out", type=Path, help="copy the artifact here too")
+    quantize.add_argument("--out", type=Path, help="copy the artifact here too (with the format's suffix)")
     _source_args(quantize)
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a model on the 10,000 test images")
-    evaluate.add_argument("--model", required=True, type=Path, help="a .onnx or .pt (torch.export) file")
+    evaluate.add_argument("--model", required=True, type=Path, help="a .onnx or .pt2 (torch.export) file")
+    evaluate.add_argument(
+        "--runtime", choices=tuple(RUNTIMES), help="what runs it (default: the first that takes its format)"
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _source_args(evaluate)
 
@@ -112,7 +124,8 @@ def _prepare(args: argparse.Namespace) -> None:
     test = ws.split("test")
     print(f"CIFAR-10 test split verified: {ws.cifar10_dir} ({len(test)} images)")
     print(f"ResNet8 weights verified:     {ws.resnet8_h5}")
-    for path in (ws.fp32_onnx(), ws.fp32_pt()):
+    for fmt in FORMATS:
+        path = ws.fp32(fmt)
         result = evaluate(path, test.images, test.labels)
         print(f"{path}: {result.accuracy:.2%} ({result.correct}/{result.total})")
 
@@ -120,8 +133,11 @@ def _prepare(args: argparse.Namespace) -> None:
 def _quantize(args: argparse.Namespace) -> None:
     import shutil
 
-    cell = Cell(args.framework, args.dtype, args.calibrator, args.granularity)
+    cell = Cell(args.backend, args.dtype, args.calibrator, args.granularity, args.model)
     config = CalibrationConfig(args.samples, args.seed, args.split)
+    suffix = FORMATS[cell.backend_spec.format].suffix
+    if args.out and args.out.suffix != suffix:
+        raise PTQError(f"--out {args.out}: {cell.backend} writes {suffix} files, name it e.g. {args.out.stem}{suffix}")
     ws = _workspace(args)
     ws.calibration(config)  # a bad sample count fails here, before any model is built
     path = ws.quantized(cell, config)
@@ -137,7 +153,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from ptq_core.sources import find_cifar10
 
     test = load_split(find_cifar10(args.cifar10_dir), "test")  # no weights needed to score a model
-    result = evaluate(args.model, test.images, test.labels)
+    result = evaluate(args.model, test.images, test.labels, runtime=args.runtime)
     if args.json:
         print(json.dumps({"model": str(args.model), **result.as_dict()}))
     else:
@@ -145,19 +161,21 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from ptq_core import report
+    from ptq_core import render, report
+    from ptq_core.results import best_cell
+    from ptq_core.speed import latest_benchmarks
 
-    results = report.collect(
-        _workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or report.latest_benchmarks()
+    results = report.build(
+        _workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or latest_benchmarks()
     )
-    paths = report.write(results, args.out)
+    paths = render.write(results, args.out)
     if args.readme:
         dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"
-        report.update_readme(args.readme, results, args.out / "accuracy.png", dest)
+        render.update_readme(args.readme, results, args.out / "accuracy.png", dest)
         paths += [args.readme, dest]
     for path in paths:
         print(path)
-    best = report.best_cell(results)
+    best = best_cell(results)
     print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
 
 

@@ -1,7 +1,8 @@
 """Per-image predictions on the test split, cached like artifacts: once across workers and runs.
 
-The key is the model file's digest, the test data's digest and the library versions, so a rebuilt
-model or an upgraded runtime is evaluated again and nothing else is.
+The key is the model file's digest, the runtime, the test data's digest, the evaluation code and the
+versions of the runtime's libraries: a rebuilt model, changed preprocessing or an upgraded runtime is
+evaluated again, and nothing else is.
 """
 
 from __future__ import annotations
@@ -12,28 +13,39 @@ import numpy as np
 
 from ptq_core import cache, sources
 from ptq_core.cifar10 import TEST_DATA_SHA256
-from ptq_core.eval import EvalResult, predict_classes, score
+from ptq_core.eval import EvalResult, predict_scores, score
+from ptq_core.formats import format_of
+from ptq_core.models import DEFAULT_MODEL, get_model
+from ptq_core.runtimes import get_runtime, runtimes_for
 from ptq_core.workspace import Workspace
 
 PREDICTIONS_DIR = "predictions"
+EVAL_MODULES = ("eval", "runtimes", "models", "predictions")
 
 
-def predictions_on_test(ws: Workspace, model: Path) -> np.ndarray:
+def predictions_on_test(
+    ws: Workspace, artifact: Path, runtime: str | None = None, model: str = DEFAULT_MODEL
+) -> np.ndarray:
+    spec = get_model(model)
+    rt = get_runtime(runtime) if runtime else runtimes_for(format_of(artifact).name)[0]
     test = ws.split("test")
     key = {
-        "model_sha256": sources.file_digest(model),
+        "model_sha256": sources.file_digest(artifact),
+        "runtime": rt.name,
         "data_sha256": TEST_DATA_SHA256,
-        "versions": cache.library_versions(),
-        "model": model.name,
+        "code": cache.code_digest(EVAL_MODULES),
+        "versions": cache.library_versions(rt.libraries),
+        "model": artifact.name,
     }
 
     def build(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.save(f, predict_classes(model, test.images).astype(np.uint8))
+            np.save(f, predict_scores(artifact, test.images, spec, rt.name).argmax(axis=1).astype(np.uint8))
 
-    path = cache.build_once(ws.models_dir / PREDICTIONS_DIR / f"{model.name}.npy", key, build)
+    path = cache.build_once(ws.models_dir / PREDICTIONS_DIR / f"{artifact.name}.{rt.name}.npy", key, build)
     return np.load(path).astype(np.int64)
 
 
-def result_on_test(ws: Workspace, model: Path) -> EvalResult:
-    return score(predictions_on_test(ws, model), ws.split("test").labels)
+def result_on_test(ws: Workspace, artifact: Path, runtime: str | None = None, model: str = DEFAULT_MODEL) -> EvalResult:
+    spec = get_model(model)
+    return score(predictions_on_test(ws, artifact, runtime, model), ws.split("test").labels, spec.num_classes)

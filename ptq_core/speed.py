@@ -1,11 +1,12 @@
-"""Inference speed: MACs counted from the model, ORT sessions and Inductor compilation as the benchmarks use
-them, and a paired timer for speed ratios on a noisy machine.
+"""Inference speed: MACs counted from the model, Inductor compilation as the benchmarks use it, a paired
+timer for speed ratios on a noisy machine, and the rows of a saved pytest-benchmark run.
 
 Nothing here builds an artifact (``cache.code_digest`` does not cover this module).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -14,49 +15,20 @@ from typing import Any
 
 import numpy as np
 
-ORT_LEVELS = ("disable", "basic", "extended", "all")
 # The message torch 2.13 raises when Inductor's freezing passes prepack a conv whose activations are int8:
 # oneDNN's x86 quantized conv only takes uint8 (or fp8) inputs.
 SIGNED_ACTIVATIONS_ERROR = "Input tensor should have uint8"
 
 
-def count_macs(module: Any) -> int:
+def count_macs(module: Any, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates per image (convolutions and matmuls), counted by torch on one image."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ptq_core.resnet8 import INPUT_SHAPE
-
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        module(torch.zeros((1, *INPUT_SHAPE)))
+        module(torch.zeros((1, *input_shape)))
     return int(counter.get_total_flops()) // 2  # torch counts a multiply-accumulate as 2 flops
-
-
-def ort_session(path: Path | str, threads: int, level: str = "all", config: Mapping[str, str] | None = None) -> Any:
-    """A CPU ``InferenceSession`` with exactly ``threads`` intra-op threads, graph optimisation ``level`` and
-    session config entries ``config`` (e.g. ``{"session.qdqisint8allowed": "1"}``)."""
-    import onnxruntime as ort
-
-    levels = dict(
-        zip(
-            ORT_LEVELS,
-            (
-                ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            ),
-            strict=True,
-        )
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = levels[level]
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def compile_for(compiled: Any, example: Any) -> float:
@@ -122,3 +94,41 @@ class PairedTimer:
 def float_images(images: np.ndarray) -> np.ndarray:
     """Test images as the models take them (float32 NHWC raw pixels), converted outside any timed region."""
     return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def latest_benchmarks(folder: Path = Path(".benchmarks")) -> Path | None:
+    """The newest run saved by ``pytest --benchmark-autosave`` (files are numbered 0001_..., 0002_...)."""
+    runs = sorted(folder.glob("*/*.json"), key=lambda p: p.name)
+    return runs[-1] if runs else None
+
+
+def speed_rows(benchmark_json: Path) -> list[dict[str, Any]]:
+    """images/s of every timed model, with its ratio to FP32 at the same batch and threads (eager for PyTorch)."""
+    rows = []
+    for bench in json.loads(benchmark_json.read_text())["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "images_per_s" not in info or "runtime" not in info:
+            continue
+        rows.append(
+            {
+                "runtime": info["runtime"],
+                "model": info["model"],
+                "batch": info["batch"],
+                "threads": info["threads"],
+                "images_per_s": info["images_per_s"],
+                "gmac_per_s": info["mac_per_s"] / 1e9,
+            }
+        )
+    for row in rows:
+        fp32 = "fp32-eager" if row["runtime"] == "torch" else "fp32"
+        base = next(
+            (
+                r
+                for r in rows
+                if (r["runtime"], r["model"], r["batch"], r["threads"])
+                == (row["runtime"], fp32, row["batch"], row["threads"])
+            ),
+            None,
+        )
+        row["vs_fp32"] = row["images_per_s"] / base["images_per_s"] if base else None
+    return sorted(rows, key=lambda r: (r["runtime"], r["batch"], r["threads"], -r["images_per_s"]))

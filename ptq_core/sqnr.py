@@ -18,7 +18,7 @@ from onnxruntime.quantization.qdq_loss_debug import (
 )
 
 from ptq_core.errors import PTQError
-from ptq_core.export import INPUT_NAME
+from ptq_core.formats.onnx import INPUT_NAME
 from ptq_core.resnet8 import INPUT_SHAPE
 
 BATCH = 64
@@ -44,7 +44,7 @@ class _Batches(CalibrationDataReader):
 def _check(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> np.ndarray:
     for what, path in (("FP32", fp32_onnx), ("QDQ", qdq_onnx)):
         if not Path(path).is_file():
-            raise PTQError(f"{what} ONNX model {path} not found: pass ws.fp32_onnx() and ws.quantized(cell)")
+            raise PTQError(f"{what} ONNX model {path} not found: pass ws.fp32('onnx') and ws.quantized(cell)")
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE or not 1 <= len(images) <= MAX_IMAGES:
         raise PTQError(
@@ -63,7 +63,7 @@ def _activations(model: Path, images: np.ndarray, workdir: Path) -> dict[str, li
         modify_model_output_intermediate_tensors(str(model), str(augmented))
         acts: dict[str, list[np.ndarray]] = collect_activations(str(augmented), _Batches(images))
     except Exception as e:  # protobuf, onnx and ORT's own exception types share no base below Exception
-        raise PTQError(f"cannot run ONNX model {model} ({e}): rebuild it with export_onnx / quantize_onnx") from e
+        raise PTQError(f"cannot run ONNX model {model} ({e}): rebuild it (ptq prepare / quantize)") from e
     return acts
 
 

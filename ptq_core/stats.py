@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from typing import Any
 
 import numpy as np
 
@@ -33,3 +35,29 @@ def mcnemar_exact(reference_hits: np.ndarray, candidate_hits: np.ndarray) -> tup
         return b, c, 1.0
     tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
     return b, c, min(1.0, 2 * tail / 2**n)  # exact integer arithmetic, correctly rounded at the end
+
+
+def accuracy_row(
+    predictions: np.ndarray, labels: np.ndarray, fp32_predictions: np.ndarray, held_out: np.ndarray
+) -> dict[str, Any]:
+    """A model's predictions against the labels and against the FP32 model's, with their statistics."""
+    hits = predictions == labels
+    fp32_correct = int((fp32_predictions == labels).sum())
+    correct = int(hits.sum())
+    low, high = wilson_interval(correct, len(labels))
+    b, c, p = mcnemar_exact(fp32_predictions == labels, hits)
+    return {
+        "correct": correct,
+        "total": len(labels),
+        "accuracy": correct / len(labels),
+        "delta_points": (correct - fp32_correct) * 100 / len(labels),
+        "wilson_low": low,
+        "wilson_high": high,
+        "mcnemar_fp32_only": b,
+        "mcnemar_cell_only": c,
+        "mcnemar_p": p,
+        "heldout_accuracy": float(hits[held_out].mean()),
+        "agreement_fp32": float((predictions == fp32_predictions).mean()),
+        "per_class_accuracy": [float(hits[labels == k].mean()) for k in np.unique(labels)],
+        "predictions_sha256": hashlib.sha256(predictions.astype(np.uint8).tobytes()).hexdigest(),
+    }

@@ -1,4 +1,8 @@
-"""The suite's inputs and artifacts in one place: data, weights, and every model built from them."""
+"""The suite's inputs and artifacts in one place: data, weights, and every model built from them.
+
+Every artifact is built once (``cache.build_once``) under a key that covers what decides it: its
+inputs' digests, the code that builds it and the versions of the libraries it is built with.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ptq_core import cache, sources
+from ptq_core.backends import BuildInputs
 from ptq_core.calibration import CalibrationConfig, CalibrationSet, calibration_set
 from ptq_core.cifar10 import Split, load_split
+from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
+from ptq_core.models import DEFAULT_MODEL, get_model
 
 MODELS_ENV = "PTQ_MODELS_DIR"
-FP32_ONNX, FP32_PT = "resnet8.onnx", "resnet8.pt"
+SHARED_DIR = "shared"
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,38 +58,22 @@ class Workspace:
         split = self.split(config.split)
         return calibration_set(split.images, split.labels, config)
 
-    def fp32_module(self) -> Any:
-        from ptq_core.resnet8 import load_keras_h5
+    def fp32_module(self, model: str = DEFAULT_MODEL) -> Any:
+        return get_model(model).build(self)
 
-        return load_keras_h5(self.resnet8_h5)
-
-    def _key(self, artifact: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "artifact": artifact,
-            "weights_sha256": sources.RESNET8_SHA256,
-            "code": cache.code_digest(),
-            "versions": cache.library_versions(),
-            **extra,
+    def fp32(self, fmt: str, model: str = DEFAULT_MODEL) -> Path:
+        """The FP32 model exported in format ``fmt`` ("onnx", "pt2")."""
+        spec, form = get_model(model), FORMATS[fmt]
+        name = f"{spec.name}{form.suffix}"
+        key = {
+            "artifact": name,
+            "weights_sha256": spec.weights_sha256(self),
+            "code": cache.code_digest([spec.module, f"formats/{form.module}", "formats/pt2"]),
+            "versions": cache.library_versions(form.libraries),
         }
-
-    def fp32_onnx(self) -> Path:
-        from ptq_core.export import export_onnx
-
         return cache.build_once(
-            self.models_dir / FP32_ONNX, self._key(FP32_ONNX), lambda tmp: export_onnx(self.fp32_module(), tmp)
+            self.models_dir / name, key, lambda tmp: form.export(self.fp32_module(model), tmp, spec)
         )
-
-    def fp32_pt(self) -> Path:
-        from ptq_core.export import export_program, save_program
-
-        return cache.build_once(
-            self.models_dir / FP32_PT,
-            self._key(FP32_PT),
-            lambda tmp: save_program(export_program(self.fp32_module()), tmp),
-        )
-
-    def fp32(self, framework: str) -> Path:
-        return self.fp32_onnx() if framework == "onnxruntime" else self.fp32_pt()
 
     def artifact_path(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
         stem, ext = os.path.splitext(cell.artifact_name)
@@ -90,32 +81,38 @@ class Workspace:
 
     def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
         """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
+        backend = cell.backend_spec
         calib = self.calibration(config)
-        path = self.artifact_path(cell, config)
-        key = self._key(
-            path.name,
-            cell=cell.id,
-            calibration=asdict(config),
-            calibration_sha256=hashlib.sha256(calib.images.tobytes()).hexdigest(),
+        fp32 = self.fp32(backend.source, cell.model)
+        common = {
+            "fp32_sha256": sources.file_digest(fp32),
+            "calibration": asdict(config),
+            "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+            "code": cache.code_digest([f"backends/{backend.name}", "backends/__init__", "calibration"]),
+            "versions": cache.library_versions((*FORMATS[backend.source].libraries, *backend.libraries)),
+        }
+
+        def shared(name: str, build: Any) -> Path:
+            path = self.models_dir / SHARED_DIR / f"{cell.model}-{backend.name}-{name}"
+            path = path.with_name(f"{path.stem}{config.suffix}{path.suffix}")
+            return cache.build_once(path, {"artifact": path.name, **common}, build)
+
+        inputs = BuildInputs(
+            fp32=fp32,
+            module=functools.partial(self.fp32_module, cell.model),
+            images=calib.images,
+            input_name=_onnx_input_name(fp32) if backend.source == "onnx" else "",
+            shared=shared,
         )
-        if cell.framework == "onnxruntime":
-            from ptq_core.ort_quant import quantize_onnx, save_ranges
+        path = self.artifact_path(cell, config)
+        key = {"artifact": path.name, "cell": cell.id, **common}
+        return cache.build_once(path, key, lambda tmp: backend.quantize(inputs, cell, tmp))
 
-            fp32 = self.fp32_onnx()
-            key["fp32_sha256"] = sources.file_digest(fp32)
-            ranges_key = {k: v for k, v in key.items() if k not in ("artifact", "cell")} | {
-                "calibrator": cell.calibrator
-            }
-            ranges = cache.build_once(
-                self.models_dir / "ranges" / f"{cell.calibrator}{config.suffix}.json",
-                ranges_key,
-                lambda tmp: save_ranges(fp32, cell.calibrator, calib.images, tmp),
-            )
-            key["ranges_sha256"] = sources.file_digest(ranges)
-            return cache.build_once(path, key, lambda tmp: quantize_onnx(fp32, tmp, cell, calib.images, ranges))
-        from ptq_core.pt2e_quant import quantize_pytorch
 
-        return cache.build_once(path, key, lambda tmp: quantize_pytorch(self.fp32_module(), tmp, cell, calib.images))
+def _onnx_input_name(path: Path) -> str:
+    from ptq_core.formats.onnx import load
+
+    return str(load(path).graph.input[0].name)
 
 
 def get_calibration_data(

@@ -1,10 +1,11 @@
-"""Each cell against its committed baseline (tests/baselines/<platform>/<cell>.yml).
+"""Each cell on each runtime against its committed baseline (tests/baselines/<baseline id>/<subject>.yml).
 
-Same platform (CPU capability and library versions): quantization and inference are deterministic,
-so the predictions must be identical, image for image. Another platform's baseline: a drop of more
-than ``--ptq-tolerance`` points fails, naming the images that flipped. A platform without a baseline
-gets one written, and the test fails once to say so (pytest-regressions' rule); review and commit it.
-Regenerate deliberately with ``pytest --force-regen`` and review the diff.
+A baseline id is the CPU capability plus the versions of the libraries the cell and its runtime depend on
+(``ptq_core.platform.baseline_id``), so upgrading one library touches only the cells that use it. Same
+id: quantization and inference are deterministic, so the predictions must be identical, image for image.
+Another id's baseline: a drop of more than ``--ptq-tolerance`` points fails, naming the images that
+flipped. An id without a baseline gets one written, and the test fails once to say so (pytest-regressions'
+rule); review and commit it. Regenerate deliberately with ``pytest --force-regen`` and review the diff.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ptq_core.matrix import Cell, pytest_params
+from ptq_core import checks
+from ptq_core.checks import Subject
+from ptq_core.platform import baseline_id
 from ptq_core.predictions import predictions_on_test
-from ptq_core.report import accuracy_row, platform_id
+from ptq_core.stats import accuracy_row
 
 BASELINES = Path(__file__).parent / "baselines"
 
@@ -34,45 +37,46 @@ def _flipped(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> str:
 
 
 def _compare_with_other_platforms(
-    cell: Cell, correct: int, predictions: np.ndarray, labels: np.ndarray, tolerance: float, here: Path
+    subject: Subject, correct: int, predictions: np.ndarray, labels: np.ndarray, tolerance: float, here: Path
 ) -> None:
-    for other in sorted(BASELINES.glob(f"*/{cell.id}.yml")):
+    for other in sorted(BASELINES.glob(f"*/{subject.id}.yml")):
         if other.parent == here:
             continue
         old = yaml.safe_load(other.read_text())
-        drop = (old["correct"] - correct) / 100
+        drop = (old["correct"] - correct) * 100 / len(labels)
         if drop > tolerance:
             old_pred = np.load(other.with_suffix(".npy"))
             pytest.fail(
-                f"{cell.id}: {correct / 100:.2f} % now vs {old['correct'] / 100:.2f} % on "
-                f"{other.parent.name}: a drop of {drop:.2f} points (tolerance {tolerance}). "
-                f"{_flipped(old_pred, predictions, labels)}"
+                f"{subject.id}: {correct} correct now vs {old['correct']} on {other.parent.name}: "
+                f"a drop of {drop:.2f} points (tolerance {tolerance}). {_flipped(old_pred, predictions, labels)}"
             )
 
 
-@pytest.mark.parametrize("cell", pytest_params())
-def test_matches_baseline(
-    cell: Cell, artifact: Path, ws, evaluated, fp32_onnx, test_split, data_regression, request
-) -> None:
-    here = BASELINES / platform_id()
-    baseline = here / f"{cell.id}.yml"
+@pytest.mark.parametrize(
+    "subject", [pytest.param(s, id=s.id) for s in checks.subjects(checks.CHECKS_BY_NAME["check_accuracy_vs_fp32"])]
+)
+def test_matches_baseline(subject: Subject, context, ws, test_split, data_regression, request) -> None:
+    ctx = context(subject)
+    here = BASELINES / baseline_id(subject.cell, subject.runtime)
+    baseline = here / f"{subject.id}.yml"
     labels = test_split.labels
-    predictions = predictions_on_test(ws, artifact)
-    row = accuracy_row(predictions, labels, predictions_on_test(ws, fp32_onnx), np.ones(len(labels), bool))
+    predictions = predictions_on_test(ws, ctx.artifact, subject.runtime)
+    fp32 = predictions_on_test(ws, ctx.fp32, subject.runtime)
+    row = accuracy_row(predictions, labels, fp32, np.ones(len(labels), bool))
     data = {
         "correct": row["correct"],
         "agreement_fp32": round(row["agreement_fp32"], 6),
         "predictions_sha256": row["predictions_sha256"],
     }
     tolerance = request.config.getoption("ptq_tolerance")
-    _compare_with_other_platforms(cell, row["correct"], predictions, labels, tolerance, here)
+    _compare_with_other_platforms(subject, row["correct"], predictions, labels, tolerance, here)
 
     regen = request.config.getoption("force_regen") or request.config.getoption("regen_all")
     if baseline.exists() and not regen:
         old = yaml.safe_load(baseline.read_text())
         if old != data:
             pytest.fail(
-                f"{cell.id} changed on the same platform ({here.name}): {old['correct']} -> "
+                f"{subject.id} changed on the same platform ({here.name}): {old['correct']} -> "
                 f"{data['correct']} correct; {_flipped(np.load(baseline.with_suffix('.npy')), predictions, labels)}. "
                 "Same versions should give identical predictions: if the change is intended, "
                 "run `pytest --force-regen`, review and commit the diff."

@@ -29,16 +29,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ptq_core.matrix import DTYPES, Cell
-from ptq_core.speed import SIGNED_ACTIVATIONS_ERROR, PairedTimer, compile_for, count_macs, float_images, ort_session
+from ptq_core.backends import BACKENDS
+from ptq_core.matrix import Cell
+from ptq_core.models import get_model
+from ptq_core.runtimes import onnxruntime_session
+from ptq_core.speed import SIGNED_ACTIVATIONS_ERROR, PairedTimer, compile_for, count_macs, float_images
 
 pytestmark = pytest.mark.benchmark
 
 BATCHES = (1, 256)
 CORES = os.cpu_count() or 1
 THREADS = tuple(sorted({1, CORES}))
-ORT_MODELS = tuple(sorted(("fp32", *DTYPES["onnxruntime"])))  # fp32, int8 (S8S8), u8s8, uint8 (U8U8)
-TORCH_MODELS = tuple(sorted(("fp32-eager", "fp32-compiled", *(f"{d}-compiled" for d in DTYPES["pytorch"]))))
+ORT_MODELS = tuple(sorted(("fp32", *BACKENDS["onnxruntime"].dtypes)))  # fp32, int8 (S8S8), u8s8, uint8 (U8U8)
+TORCH_MODELS = tuple(sorted(("fp32-eager", "fp32-compiled", *(f"{d}-compiled" for d in BACKENDS["pytorch"].dtypes))))
 ROUNDS = 9  # interleaved rounds per target test; each model runs ~0.1 s per round
 TARGET_THREADS = 1  # ONNX Runtime targets (see the module docstring)
 
@@ -98,10 +101,10 @@ class Report:
 
 
 @pytest.fixture(scope="module")
-def macs(fp32_pt: Path) -> int:
-    from ptq_core.runtime import load_torch
+def macs(fp32_pt2: Path) -> int:
+    from ptq_core.formats.pt2 import load
 
-    return count_macs(load_torch(fp32_pt))
+    return count_macs(load(fp32_pt2).module(), get_model("resnet8").input_shape)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +139,7 @@ def session(fp32_onnx: Path, quantized) -> Callable[[str, int], Any]:  # type: i
     @functools.cache
     def make(model: str, threads: int) -> Any:
         path = fp32_onnx if model == "fp32" else quantized(Cell("onnxruntime", model))
-        return ort_session(path, threads)
+        return onnxruntime_session(path, threads)
 
     return make
 
@@ -159,18 +162,15 @@ def torch_threads() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def torch_model(fp32_pt: Path, quantized, torch_threads: int):  # type: ignore[no-untyped-def]
+def torch_model(fp32_pt2: Path, quantized, torch_threads: int):  # type: ignore[no-untyped-def]
     """``torch_model(name, x)``: the model ready for ``x``'s batch size; compiled variants are compiled for
     it here, once; a model that cannot be compiled is skipped with the error torch raised."""
     import torch
 
-    from ptq_core.pt2e_quant import load_quantized
-    from ptq_core.runtime import load_torch
-
     @functools.cache
     def load(name: str) -> TorchModel:
         dtype, mode = name.split("-")
-        module = load_torch(fp32_pt) if dtype == "fp32" else load_quantized(quantized(Cell("pytorch", dtype)))
+        module = load(fp32_pt2 if dtype == "fp32" else quantized(Cell("pytorch", dtype))).module()
         fn = torch.compile(module, dynamic=False) if mode == "compiled" else module
 
         def run(x: Any) -> Any:
@@ -261,6 +261,7 @@ def test_onnxruntime(
         threads,
         macs,
         model=model,
+        runtime="onnxruntime",
         onnxruntime=ort.__version__,
     )
 
@@ -301,6 +302,7 @@ def test_pytorch(
         CORES,
         macs,
         model=model,
+        runtime="torch",
         torch=torch.__version__,
         **({"compile_s": round(m.compile_s[batch], 2)} if batch in m.compile_s else {}),
     )

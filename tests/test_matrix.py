@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import pytest
 
+from ptq_core.backends import BACKENDS
+from ptq_core.checks import CHECKS, KNOWN_FAILURES, known_failure
 from ptq_core.errors import PTQError
-from ptq_core.matrix import CELLS, EXPECTED_FAILURES, Cell
+from ptq_core.matrix import CELLS, Cell, cells_of
 
 
 @pytest.mark.parametrize(
     "cell, cell_id, artifact",
     [
-        (Cell("onnxruntime", "u8s8"), "onnxruntime-u8s8-minmax-per_channel", "resnet8_u8s8.onnx"),
+        (
+            Cell("onnxruntime", "u8s8"),
+            "resnet8-onnxruntime-u8s8-minmax-per_channel",
+            "resnet8-onnxruntime-u8s8-minmax-per_channel.onnx",
+        ),
         (
             Cell("onnxruntime", "int8", "entropy", "per_tensor"),
-            "onnxruntime-int8-entropy-per_tensor",
-            "resnet8_int8_entropy_per_tensor.onnx",
+            "resnet8-onnxruntime-int8-entropy-per_tensor",
+            "resnet8-onnxruntime-int8-entropy-per_tensor.onnx",
         ),
-        (Cell("pytorch", "uint8", "histogram"), "pytorch-uint8-histogram-per_channel", "resnet8_uint8_histogram.pt"),
         (
-            Cell("pytorch", "int8", granularity="per_tensor"),
-            "pytorch-int8-minmax-per_tensor",
-            "resnet8_int8_per_tensor.pt",
+            Cell("pytorch", "uint8", "histogram"),
+            "resnet8-pytorch-uint8-histogram-per_channel",
+            "resnet8-pytorch-uint8-histogram-per_channel.pt2",
+        ),
+        (Cell("pytorch"), "resnet8-pytorch-uint8-minmax-per_channel", "resnet8-pytorch-uint8-minmax-per_channel.pt2"),
+        (
+            Cell("nncf", "mixed", "no_bias_correction"),
+            "resnet8-nncf-mixed-no_bias_correction-per_channel",
+            "resnet8-nncf-mixed-no_bias_correction-per_channel.onnx",
         ),
     ],
 )
@@ -30,22 +41,30 @@ def test_cell_id_and_artifact_name(cell: Cell, cell_id: str, artifact: str) -> N
     assert cell.artifact_name == artifact
 
 
-def test_cells_are_unique_and_complete() -> None:
+def test_cells_are_unique_and_every_backend_declares_its_own() -> None:
     ids = [c.id for c in CELLS]
-    assert len(ids) == len(set(ids)) == 3 * 4 * 2 + 2 * 4 * 2
+    assert len(ids) == len(set(ids)) == sum(len(cells_of(b)) for b in BACKENDS.values())
+    assert [len(cells_of(BACKENDS[name])) for name in ("onnxruntime", "pytorch", "nncf")] == [24, 16, 4]
 
 
-def test_expected_failures_name_real_cells() -> None:
-    assert set(EXPECTED_FAILURES) <= {c.id for c in CELLS}
+def test_known_failures_name_real_cells_and_checks() -> None:
+    names = {c.name for c in CHECKS}
+    for known in KNOWN_FAILURES:
+        assert set(known.checks) <= names
+        assert any(known.applies(c) for c in CELLS)
+    failing = {c.id for c in CELLS if known_failure(c, "check_accuracy_vs_fp32", "onnxruntime")}
+    assert failing == {c.id for c in CELLS if c.calibrator == "distribution"}
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"framework": "tflite", "dtype": "int8"}, r"unknown framework 'tflite': choose one of onnxruntime, pytorch"),
-        ({"framework": "pytorch", "dtype": "u8s8"}, r"unknown pytorch dtype 'u8s8': choose one of uint8, int8"),
-        ({"framework": "onnxruntime", "dtype": "int8", "calibrator": "histogram"}, r"calibrator 'histogram'"),
-        ({"framework": "onnxruntime", "dtype": "int8", "granularity": "per_row"}, r"granularity 'per_row'"),
+        ({"backend": "tflite", "dtype": "int8"}, r"unknown backend 'tflite': choose one of onnxruntime, pytorch, nncf"),
+        ({"backend": "pytorch", "dtype": "u8s8"}, r"unknown pytorch dtype 'u8s8': choose one of uint8, int8"),
+        ({"backend": "onnxruntime", "dtype": "int8", "calibrator": "histogram"}, r"calibrator 'histogram'"),
+        ({"backend": "onnxruntime", "dtype": "int8", "granularity": "per_row"}, r"granularity 'per_row'"),
+        ({"backend": "nncf", "granularity": "per_tensor"}, r"unknown nncf granularity 'per_tensor'"),
+        ({"backend": "onnxruntime", "model": "resnet50"}, r"unknown model 'resnet50': choose one of resnet8"),
     ],
 )
 def test_unknown_option_lists_the_choices(kwargs: dict, message: str) -> None:

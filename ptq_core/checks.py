@@ -1,0 +1,309 @@
+"""Checks as a library: ``check_<property>(ctx)`` functions that hold for every quantized artifact.
+
+Each check declares which cells it applies to (by their properties) and whether it runs once per
+artifact or once per runtime; known failures are data, per (cell, check, runtime), with the measured
+figure. The suite parametrizes them (``tests/test_checks.py``); ``run_checks`` runs them anywhere.
+A failed check raises :class:`CheckFailed` with a message that names the cell and what it measured.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptq_core.eval import EvalResult
+from ptq_core.formats import FORMATS, Inspection
+from ptq_core.matrix import CELLS, Cell
+
+MAX_ACCURACY_DROP_POINTS = 3.0
+MAX_CLASS_DROP_POINTS = 10.0
+# 8-bit weights are 4x smaller than FP32 ones; their scales and zero points cost the rest. ResNet8
+# per-channel: 3.86-3.91x measured (one float scale per output channel of 78 k weights), so 3.8x
+# holds for any model whose layers have a few dozen input values per output channel.
+MIN_PAYLOAD_RATIO = 3.8
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+@dataclass
+class Context:
+    """What the checks read about one artifact; expensive parts are computed on first use."""
+
+    cell: Cell
+    artifact: Path
+    fp32: Path  # the FP32 model in the same format
+    evaluate: Callable[[Path, str], EvalResult]  # (model file, runtime) -> result on the scoring images
+    images: np.ndarray  # a few scoring images, for shape checks
+    calibration: Any  # the CalibrationSet the cell was calibrated on
+    record: dict[str, Any]  # the key the artifact was built under
+    sibling: Callable[[Cell], Path] | None = None  # another cell's artifact, same calibration
+    runtime: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def on(self, runtime: str) -> Context:
+        return Context(**{**self.__dict__, "runtime": runtime, "_cache": self._cache})
+
+    def _once(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def inspection(self) -> Inspection:
+        fmt = FORMATS[self.cell.backend_spec.format]
+        return self._once("inspection", lambda: fmt.inspect(self.artifact))  # type: ignore[no-any-return]
+
+    @property
+    def fp32_inspection(self) -> Inspection:
+        fmt = FORMATS[self.cell.backend_spec.format]
+        return self._once("fp32_inspection", lambda: fmt.inspect(self.fp32))  # type: ignore[no-any-return]
+
+    def result(self, fp32: bool = False) -> EvalResult:
+        assert self.runtime, "a per-runtime check needs ctx.on(runtime)"
+        return self.evaluate(self.fp32 if fp32 else self.artifact, self.runtime)
+
+
+def _fail(ctx: Context, message: str) -> None:
+    where = f"{ctx.cell.id} on {ctx.runtime}" if ctx.runtime else ctx.cell.id
+    raise CheckFailed(f"{where}: {message}")
+
+
+def check_output_shape(ctx: Context) -> None:
+    """A fresh load answers (N, classes) for a batch of 1 and of 64, scores like the FP32 model's."""
+    from ptq_core.runtimes import as_predictor
+
+    model = ctx.cell.model_spec
+    for batch in (1, min(64, len(ctx.images))):
+        scores = as_predictor(ctx.artifact, model, ctx.runtime)(ctx.images[:batch])
+        if scores.shape != (batch, model.num_classes):
+            _fail(ctx, f"batch of {batch} gave scores of shape {scores.shape}, not ({batch}, {model.num_classes})")
+    fp32_sums = as_predictor(ctx.fp32, model, ctx.runtime)(ctx.images[:batch]).sum(axis=1)
+    if np.allclose(fp32_sums, 1.0, atol=1e-5):  # FP32 returns probabilities: so must the 8-bit model,
+        # up to rounding of each of the classes to the output's quantization step (QDQ may quantize the softmax)
+        atol = model.num_classes * ctx.inspection.output_step / 2 + 1e-5
+        worst = float(np.abs(scores.sum(axis=1) - 1).max())
+        if worst > atol:
+            _fail(ctx, f"rows of probabilities sum to 1 +- {worst:.4f} (allowed {atol:.4f}, from the output step)")
+
+
+def check_calibration_stratified(ctx: Context) -> None:
+    """The artifact was built from this cell's calibration set, which has every class equally (+-1)."""
+    import hashlib
+    from dataclasses import asdict
+
+    calib = ctx.calibration
+    if ctx.record.get("calibration") != asdict(calib.config):
+        _fail(ctx, f"built with calibration {ctx.record.get('calibration')}, not {asdict(calib.config)}")
+    if ctx.record.get("calibration_sha256") != hashlib.sha256(calib.images.tobytes()).hexdigest():
+        _fail(ctx, "built from other calibration images than its calibration set")
+    counts = np.bincount(calib.labels, minlength=ctx.cell.model_spec.num_classes)
+    if counts.max() - counts.min() > 1 or len(calib.labels) != calib.config.num_samples:
+        _fail(ctx, f"calibration set of {len(calib.labels)} images is not stratified: per-class {counts.tolist()}")
+
+
+def check_weights_are_8bit(ctx: Context) -> None:
+    """Every conv/linear takes a dequantized 8-bit weight and a quantized activation."""
+    found = ctx.inspection
+    if found.weight_ops == 0 or found.quantized_weight_ops != found.weight_ops:
+        _fail(ctx, f"only {found.quantized_weight_ops} of {found.weight_ops} conv/linear ops take 8-bit weights")
+    if not found.activations_quantized:
+        _fail(ctx, "some conv/linear input is not a quantized activation")
+
+
+def check_dtypes_as_named(ctx: Context) -> None:
+    """Weights and activations are stored in the dtypes the cell's dtype name promises."""
+    stored = ctx.cell.backend_spec.dtypes[ctx.cell.dtype]
+    found = ctx.inspection
+    if found.weight_dtypes != (stored.weights,):
+        _fail(ctx, f"weights stored as {found.weight_dtypes}, the cell names {stored.weights}")
+    if not found.activation_dtypes or not set(found.activation_dtypes) <= set(stored.activations):
+        _fail(ctx, f"activations quantized to {found.activation_dtypes}, the cell names {stored.activations}")
+
+
+def check_granularity_as_named(ctx: Context) -> None:
+    """Every weight has one scale per output channel (per_channel) or one for the tensor (per_tensor)."""
+    if ctx.inspection.weight_granularities != (ctx.cell.granularity,):
+        _fail(ctx, f"weight scales are {ctx.inspection.weight_granularities}, the cell names {ctx.cell.granularity}")
+
+
+def check_size_ratio(ctx: Context) -> None:
+    """The 8-bit weights are ~4x smaller than the FP32 artifact's weights, and the file is smaller too."""
+    found, fp32 = ctx.inspection, ctx.fp32_inspection
+    payload = fp32.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0
+    if payload < MIN_PAYLOAD_RATIO:
+        _fail(
+            ctx,
+            f"weights take {found.payload_bytes} B, only {payload:.2f}x less than the FP32 artifact's "
+            f"{fp32.float_weight_bytes} B (need {MIN_PAYLOAD_RATIO}x)",
+        )
+    file_ratio = fp32.file_bytes / found.file_bytes
+    if file_ratio < ctx.cell.backend_spec.min_file_ratio:
+        _fail(
+            ctx,
+            f"{ctx.artifact.name} is {found.file_bytes} B, only {file_ratio:.2f}x smaller than "
+            f"{ctx.fp32.name} (need {ctx.cell.backend_spec.min_file_ratio}x)",
+        )
+
+
+def check_accuracy_vs_fp32(ctx: Context) -> None:
+    """Top-1 accuracy within 3 points of the FP32 model measured on the same runtime."""
+    result, fp32 = ctx.result(), ctx.result(fp32=True)
+    drop = (fp32.accuracy - result.accuracy) * 100
+    if drop > MAX_ACCURACY_DROP_POINTS:
+        _fail(
+            ctx,
+            f"scored {result.accuracy:.2%} ({result.correct}/{result.total}), {drop:.2f} points below FP32 "
+            f"{fp32.accuracy:.2%} (allowed {MAX_ACCURACY_DROP_POINTS})",
+        )
+
+
+def check_no_class_collapses(ctx: Context) -> None:
+    """No class loses more than 10 points against FP32 (a collapse hides inside a small overall drop)."""
+    quant, fp32 = ctx.result().per_class_accuracy, ctx.result(fp32=True).per_class_accuracy
+    drops = {c: round((f - q) * 100, 1) for c, (f, q) in enumerate(zip(fp32, quant, strict=True))}
+    worst = max(drops, key=drops.__getitem__)
+    if drops[worst] > MAX_CLASS_DROP_POINTS:
+        _fail(ctx, f"class {worst} fell {drops[worst]} points below FP32 (allowed {MAX_CLASS_DROP_POINTS}); {drops}")
+
+
+def check_calibrator_changes_activation_ranges(ctx: Context) -> None:
+    """A calibrator that silently falls back to min/max (ORT's entropy with default bins) is caught."""
+    assert ctx.sibling is not None
+    fmt = FORMATS[ctx.cell.backend_spec.format]
+    minmax = fmt.inspect(ctx.sibling(ctx.cell.replace(calibrator="minmax"))).activation_scales
+    ours = ctx.inspection.activation_scales
+    if not ours or ours.keys() != minmax.keys():
+        _fail(ctx, "its quantized activations are not the minmax cell's")
+    if all(np.isclose(ours[name], minmax[name], rtol=1e-6) for name in ours):
+        _fail(ctx, f"every activation scale equals minmax's: the {ctx.cell.calibrator} calibrator did nothing")
+
+
+@dataclass(frozen=True)
+class Check:
+    fn: Callable[[Context], None]
+    per_runtime: bool = False
+    applies: Callable[[Cell], bool] = lambda cell: True
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(check_output_shape, per_runtime=True),
+    Check(check_calibration_stratified),
+    Check(check_weights_are_8bit),
+    Check(check_dtypes_as_named),
+    Check(check_granularity_as_named),
+    Check(check_size_ratio),
+    Check(check_accuracy_vs_fp32, per_runtime=True),
+    Check(check_no_class_collapses, per_runtime=True),
+    Check(
+        check_calibrator_changes_activation_ranges,
+        applies=lambda c: c.calibrator != "minmax" and "minmax" in c.backend_spec.calibrators,
+    ),
+)
+CHECKS_BY_NAME = {c.name: c for c in CHECKS}
+ACCURACY_CHECKS = ("check_accuracy_vs_fp32", "check_no_class_collapses")
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """Checks that fail on these cells (and runtimes), with the measured reason. They run as xfail(strict)."""
+
+    applies: Callable[[Cell], bool]
+    checks: tuple[str, ...]
+    reason: Callable[[Cell, str | None], str]
+    runtimes: tuple[str, ...] | None = None  # None: on every runtime
+
+
+_DISTRIBUTION_MEASURED = {  # (dtype, granularity) -> {runtime: accuracy %}, onnxruntime 1.32 / openvino 2026.4
+    ("int8", "per_channel"): {"onnxruntime": "10.05", "openvino": "10.04"},
+    ("int8", "per_tensor"): {"onnxruntime": "10.03", "openvino": "10.00"},
+    ("uint8", "per_channel"): {"onnxruntime": "10.03", "openvino": "10.02"},
+    ("uint8", "per_tensor"): {"onnxruntime": "10.03", "openvino": "10.03"},
+    ("u8s8", "per_channel"): {"onnxruntime": "10.05", "openvino": "10.04"},
+    ("u8s8", "per_tensor"): {"onnxruntime": "10.03", "openvino": "10.00"},
+}
+
+KNOWN_FAILURES: tuple[KnownFailure, ...] = (
+    KnownFailure(
+        applies=lambda c: c.backend == "onnxruntime" and c.calibrator == "distribution",
+        checks=ACCURACY_CHECKS,
+        reason=lambda c, rt: (
+            "ORT's Distribution calibrator (meant for float8) gives ReLU outputs symmetric +-max|x| ranges, yet "
+            f"QDQ still removes the ReLUs: measured {_DISTRIBUTION_MEASURED[(c.dtype, c.granularity)][rt or '']} % "
+            f"on {rt}"
+        ),
+    ),
+)
+
+
+def known_failure(cell: Cell, check: str, runtime: str | None = None) -> str | None:
+    for known in KNOWN_FAILURES:
+        if known.applies(cell) and check in known.checks and (known.runtimes is None or runtime in known.runtimes):
+            return known.reason(cell, runtime)
+    return None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What one check runs on: a cell's artifact, or its artifact on one runtime."""
+
+    cell: Cell
+    runtime: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.cell.id}-on-{self.runtime}" if self.runtime else self.cell.id
+
+
+def subjects(check: Check, cells: tuple[Cell, ...] = CELLS) -> Iterator[Subject]:
+    for cell in cells:
+        if check.applies(cell):
+            if check.per_runtime:
+                yield from (Subject(cell, rt.name) for rt in cell.runtimes)
+            else:
+                yield Subject(cell)
+
+
+def pytest_params(check: Check | Callable[[Context], None], cells: tuple[Cell, ...] = CELLS) -> list[Any]:
+    """The subjects of ``check`` as pytest params; known failures become xfail(strict=True)."""
+    import pytest
+
+    check = check if isinstance(check, Check) else CHECKS_BY_NAME[check.__name__]
+    params = []
+    for s in subjects(check, cells):
+        reason = known_failure(s.cell, check.name, s.runtime)
+        marks = [pytest.mark.xfail(reason=reason, strict=True, raises=CheckFailed)] if reason else []
+        params.append(pytest.param(s, id=s.id, marks=marks))
+    return params
+
+
+@dataclass(frozen=True)
+class Outcome:
+    subject: Subject
+    check: str
+    passed: bool
+    message: str = ""
+    expected_failure: str | None = None
+
+
+def run_checks(context: Callable[[Cell], Context], cells: tuple[Cell, ...] = CELLS) -> Iterator[Outcome]:
+    """Every applicable check on every cell, outside pytest: one :class:`Outcome` each."""
+    for cell in cells:
+        ctx = functools.cache(context)(cell)
+        for check in CHECKS:
+            for s in subjects(check, (cell,)):
+                try:
+                    check.fn(ctx.on(s.runtime) if s.runtime else ctx)
+                    yield Outcome(s, check.name, True, expected_failure=known_failure(cell, check.name, s.runtime))
+                except CheckFailed as exc:
+                    yield Outcome(s, check.name, False, str(exc), known_failure(cell, check.name, s.runtime))

@@ -1,0 +1,96 @@
+"""The model registry: every FP32 classifier the suite quantizes, declared once.
+
+An entry says what the model takes (layout, dtype, value range), what it answers (number of classes),
+which data set scores it, and how its FP32 PyTorch module is built. The reference accuracy is pinned in
+exactly one test (``tests/test_fp32.py``); everything else compares with the *measured* FP32 result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ptq_core.errors import PTQError
+
+if TYPE_CHECKING:
+    from ptq_core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    dataset: str  # the split loader's name: "cifar10"
+    input_shape: tuple[int, ...]  # one image, in the model's own layout
+    layout: str  # "NHWC" or "NCHW"
+    input_range: tuple[float, float]  # values the model was trained on (raw pixels: 0..255)
+    num_classes: int
+    reference_correct: int  # on the full test split; read by tests/test_fp32.py only
+    module: str  # the ptq_core module that defines it (its source keys every artifact built from it)
+    build: Callable[[Workspace], Any]  # -> the FP32 torch.nn.Module in eval mode
+    weights_sha256: Callable[[Workspace], str]  # digest of the weights it is built from
+
+    def check_images(self, images: Any) -> np.ndarray:
+        """The images as the float32 batch this model takes; a clear error for anything else."""
+        shape = ", ".join(map(str, self.input_shape))
+        if not isinstance(images, np.ndarray):
+            raise PTQError(f"{self.name} takes a numpy array of shape (N, {shape}), got {type(images).__name__}")
+        if images.ndim != len(self.input_shape) + 1 or images.shape[1:] != self.input_shape:
+            hint = ""
+            if sorted(images.shape[1:]) == sorted(self.input_shape) and images.ndim == 4:
+                hint = f": transpose {_other(self.layout)} to {self.layout}"
+            raise PTQError(
+                f"{self.name} takes images of shape (N, {shape}) ({self.layout}, raw pixels "
+                f"{self.input_range[0]:g}..{self.input_range[1]:g}), got {images.shape}{hint}"
+            )
+        if images.dtype not in (np.uint8, np.float32):
+            raise PTQError(
+                f"{self.name} takes uint8 or float32 raw pixels in [{self.input_range[0]:g}, {self.input_range[1]:g}], "
+                f"got {images.dtype}"
+            )
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _other(layout: str) -> str:
+    return "NCHW" if layout == "NHWC" else "NHWC"
+
+
+def _resnet8(ws: Workspace) -> Any:
+    from ptq_core.resnet8 import load_keras_h5
+
+    return load_keras_h5(ws.resnet8_h5)
+
+
+def _resnet8_sha256(ws: Workspace) -> str:
+    from ptq_core.sources import RESNET8_SHA256
+
+    return RESNET8_SHA256
+
+
+MODELS: dict[str, Model] = {
+    m.name: m
+    for m in (
+        Model(
+            name="resnet8",
+            dataset="cifar10",
+            input_shape=(32, 32, 3),
+            layout="NHWC",
+            input_range=(0.0, 255.0),
+            num_classes=10,
+            reference_correct=8719,  # MLPerf Tiny ResNet8: 87.19 % on the 10,000 CIFAR-10 test images
+            module="resnet8",
+            build=_resnet8,
+            weights_sha256=_resnet8_sha256,
+        ),
+    )
+}
+DEFAULT_MODEL = "resnet8"
+
+
+def get_model(name: str) -> Model:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise PTQError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None

@@ -1,0 +1,214 @@
+"""Rendering: the results as a Markdown table, plots, and the README's results section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
+from ptq_core.errors import PTQError
+from ptq_core.results import best_cell
+from ptq_core.studies import SQNR_IMAGES
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    if r["expected_failure"]:
+        return "known failure"
+    if not r["passes"]:
+        return "FAIL"
+    if r["mcnemar_p"] < 0.05 and r["delta_points"] < 0:
+        return "worse (significant)"
+    return "within noise" if r["mcnemar_p"] >= 0.05 else "better (significant)"
+
+
+def _other_runtimes(r: dict[str, Any]) -> str:
+    """Accuracy on each further runtime, with its top-1 agreement with the cell's first runtime."""
+    parts = [
+        f"{name} {on['accuracy']:.2%} ({on['agreement_primary']:.1%})"
+        for name, on in r["runtimes"].items()
+        if name != r["runtime"]
+    ]
+    return "; ".join(parts) or "-"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    fp32 = results["fp32"]
+    best = best_cell(results)
+    calib = results["calibration"]
+    fp32_on = ", ".join(f"{rt} {row['accuracy']:.2%}" for rt, row in fp32["runtimes"].items())
+    lines = [
+        f"FP32: **{fp32['accuracy']:.2%}** ({fp32['correct']}/{fp32['total']}), 95 % CI {fp32['wilson_low']:.2%}-"
+        f"{fp32['wilson_high']:.2%}; by runtime: {fp32_on}. Calibration: {calib['num_samples']} stratified "
+        f"{calib['split']} images, seed {calib['seed']}. Held-out: the test images not used for calibration.",
+        "",
+        f"Best cell: **{best['cell']}** at {best['accuracy']:.2%} ({best['delta_points']:+.2f} points), "
+        f"{best['file_ratio']:.2f}x smaller file.",
+        "",
+        "Each cell is scored on every runtime that takes its format, against FP32 on the same runtime. "
+        "The first columns are its first runtime (ONNX Runtime for ONNX files, torch for .pt2); "
+        "`other runtimes` gives the accuracy elsewhere and, in brackets, top-1 agreement with the first.",
+        "",
+        "| cell | accuracy | Δ pts | 95 % CI | McNemar p | held-out | agree FP32 | other runtimes | agree twin "
+        "| payload | file | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["cells"]:
+        twin = f"{r['agreement_twin']:.2%} ({r['twin']})" if "twin" in r else "-"
+        lines.append(
+            f"| {r['cell']} | {r['accuracy']:.2%} | {r['delta_points']:+.2f} | {r['wilson_low']:.1%}-"
+            f"{r['wilson_high']:.1%} | {r['mcnemar_p']:.2g} | {r['heldout_accuracy']:.2%} | "
+            f"{r['agreement_fp32']:.2%} | {_other_runtimes(r)} | {twin} | {r['payload_ratio']:.2f}x | "
+            f"{r['file_ratio']:.2f}x | {_verdict(r)} |"
+        )
+    if results.get("pt2_archive_bytes"):
+        parts = results["pt2_archive_bytes"]
+        lines += [
+            "",
+            "Where the bytes of a PT2E `.pt2` archive go (torch.export format, no pickle):",
+            "",
+            "| artifact | " + " | ".join(parts["fp32"]) + " |",
+            "|---" * (len(parts["fp32"]) + 1) + "|",
+        ]
+        lines += [f"| {name} | " + " | ".join(f"{v:,}" for v in sizes.values()) + " |" for name, sizes in parts.items()]
+    if results.get("speed"):
+        lines += _speed_markdown(results["speed"], results["speed_source"])
+    lines += _studies_markdown(results.get("studies") or {})
+    versions = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+    lines += ["", f"Versions: {versions}."]
+    return "\n".join(lines) + "\n"
+
+
+def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
+    lines = [
+        "",
+        f"Inference speed on the test images (`tox -e bench`, {source}); ratio to FP32 at the same batch "
+        "and threads (PyTorch: to FP32 eager). Fastest 8-bit model per group in bold:",
+        "",
+        "| runtime | model | batch | threads | images/s | GMAC/s | vs FP32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    fastest: dict[tuple[str, int, int], str] = {}
+    for r in rows:
+        if not r["model"].startswith("fp32"):
+            fastest.setdefault((r["runtime"], r["batch"], r["threads"]), r["model"])
+    for r in rows:
+        model = r["model"]
+        if fastest.get((r["runtime"], r["batch"], r["threads"])) == model:
+            model = f"**{model}**"
+        ratio = f"{r['vs_fp32']:.2f}x" if r["vs_fp32"] else "-"
+        lines.append(
+            f"| {r['runtime']} | {model} | {r['batch']} | {r['threads']} | {r['images_per_s']:,.0f} | "
+            f"{r['gmac_per_s']:.0f} | {ratio} |"
+        )
+    return lines
+
+
+def _studies_markdown(studies: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines: list[str] = []
+    if studies.get("train_split"):
+        lines += [
+            "",
+            "Calibrated on 200 stratified **train** images (no test-set leakage):",
+            "",
+            "| cell | accuracy |",
+            "|---|---|",
+        ]
+        lines += [f"| {r['cell']} | {r['accuracy']:.2%} |" for r in studies["train_split"]]
+    if studies.get("size_sweep"):
+        lines += [
+            "",
+            "Calibration size (stratified test images, seed 42); held-out excludes them:",
+            "",
+            "| cell | images | accuracy | held-out |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['cell']} | {r['num_samples']} | {r['accuracy']:.2%} | {r['heldout_accuracy']:.2%} |"
+            for r in studies["size_sweep"]
+        ]
+    if studies.get("sqnr"):
+        from ptq_core.sqnr import TensorSQNR, format_table
+
+        rows = [TensorSQNR(r["tensor"], r["op_type"], r["sqnr_db"]) for r in studies["sqnr"]]
+        lines += [
+            "",
+            f"Where {studies['sqnr'][0]['cell']} loses accuracy: SQNR of each activation, FP32 vs "
+            f"quantized, on {SQNR_IMAGES} test images (end to end, so each row includes the loss before it):",
+            "",
+            format_table(rows),
+        ]
+    return lines
+
+
+def plot(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["cells"] if not r["expected_failure"]]
+    fp32 = results["fp32"]["accuracy"] * 100
+    backends = sorted({r["backend"] for r in rows})
+    colours = dict(zip(backends, ("tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple"), strict=False))
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.5))
+    for i, r in enumerate(rows):
+        acc = r["accuracy"] * 100
+        ax.errorbar(
+            acc,
+            i,
+            xerr=[[acc - r["wilson_low"] * 100], [r["wilson_high"] * 100 - acc]],
+            fmt="o",
+            color=colours[r["backend"]],
+            capsize=2,
+        )
+    ax.axvline(fp32, color="k", lw=1, label=f"FP32 {fp32:.2f} %")
+    ax.axvline(fp32 - MAX_ACCURACY_DROP_POINTS, color="r", lw=1, ls="--", label="allowed drop")
+    ax.set_yticks(range(len(rows)), [r["cell"] for r in rows], fontsize=7)
+    ax.set_xlabel("top-1 accuracy on the test split (%), 95 % Wilson interval")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    accuracy_png = out / "accuracy.png"
+    fig.savefig(accuracy_png, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for backend, colour in colours.items():
+        sel = [r for r in rows if r["backend"] == backend]
+        ax.scatter(
+            [r["file_bytes"] / 1024 for r in sel], [r["accuracy"] * 100 for r in sel], color=colour, label=backend
+        )
+    for fmt, size in results["fp32"]["file_bytes"].items():
+        ax.scatter([size / 1024], [fp32], color="k", marker="*", s=120, label=f"FP32 .{fmt}")
+    ax.set_xlabel("file size (KiB)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    size_png = out / "accuracy_vs_size.png"
+    fig.savefig(size_png, dpi=110)
+    plt.close(fig)
+    return [accuracy_png, size_png]
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    (out / "results.md").write_text(markdown(results))
+    return [out / "results.json", out / "results.md", *plot(results, out)]
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: Path, results: dict[str, Any], plot_png: Path, plot_dest: Path) -> None:
+    """Replace the README's results section with this run's table and plot (never typed by hand)."""
+    import shutil
+
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise PTQError(f"{readme} has no {README_START} ... {README_END} section to fill")
+    shutil.copyfile(plot_png, plot_dest)
+    rel = plot_dest.resolve().relative_to(readme.resolve().parent)
+    body = f"{markdown(results)}\n![accuracy of every cell with its 95 % interval]({rel})\n"
+    head, rest = text.split(README_START, 1)
+    readme.write_text(f"{head}{README_START}\n{body}{README_END}{rest.split(README_END, 1)[1]}")

@@ -1,0 +1,111 @@
+"""Every cell against FP32 on every runtime it runs on: what the report, the baselines and ``ptq run`` read.
+
+``collect`` builds (or reuses) each artifact, scores it on the test split on each runtime of its format,
+and compares it with the FP32 model measured on the same runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from ptq_core import cache
+from ptq_core.calibration import CalibrationConfig
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RATIO, known_failure
+from ptq_core.formats import FORMATS
+from ptq_core.matrix import CELLS, Cell
+from ptq_core.platform import cpu_flags, libraries_of
+from ptq_core.predictions import predictions_on_test
+from ptq_core.runtimes import runtimes_for
+from ptq_core.stats import accuracy_row
+from ptq_core.workspace import Workspace
+
+
+def _primary(fmt: str) -> str:
+    return runtimes_for(fmt)[0].name
+
+
+def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
+    """Build (or reuse) and evaluate every cell; everything the report and the baselines need."""
+    labels = ws.split("test").labels
+    calib = ws.calibration(CalibrationConfig())
+    held_out = np.ones(len(labels), bool)
+    held_out[calib.indices] = False
+    fmts = sorted({c.backend_spec.format for c in cells} | {"onnx"})
+    fp32 = {fmt: ws.fp32(fmt) for fmt in fmts}
+    fp32_pred = {
+        (fmt, rt.name): predictions_on_test(ws, fp32[fmt], rt.name) for fmt in fmts for rt in runtimes_for(fmt)
+    }
+    reference = fp32_pred[("onnx", _primary("onnx"))]
+    fp32_rows = {
+        rt: {"format": fmt, **accuracy_row(pred, labels, pred, held_out)} for (fmt, rt), pred in fp32_pred.items()
+    }
+    rows = []
+    preds: dict[str, np.ndarray] = {}
+    for cell in cells:
+        fmt = cell.backend_spec.format
+        path = ws.quantized(cell)
+        found, base = FORMATS[fmt].inspect(path), FORMATS[fmt].inspect(fp32[fmt])
+        on: dict[str, Any] = {}
+        for rt in runtimes_for(fmt):
+            pred = predictions_on_test(ws, path, rt.name)
+            on[rt.name] = accuracy_row(pred, labels, fp32_pred[(fmt, rt.name)], held_out)
+            on[rt.name]["checked"] = rt.checked
+            on[rt.name]["libraries"] = list(libraries_of(cell, rt.name))
+            if rt.name != _primary(fmt):
+                on[rt.name]["agreement_primary"] = float((pred == preds.get(cell.id, pred)).mean())
+            else:
+                preds[cell.id] = pred
+        primary = on[_primary(fmt)]
+        rows.append(
+            {
+                "cell": cell.id,
+                "model": cell.model,
+                "backend": cell.backend,
+                "dtype": cell.dtype,
+                "calibrator": cell.calibrator,
+                "granularity": cell.granularity,
+                "artifact": str(path),
+                "runtime": _primary(fmt),
+                "file_bytes": found.file_bytes,
+                "file_ratio": base.file_bytes / found.file_bytes,
+                "payload_ratio": base.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0,
+                "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", _primary(fmt)),
+                **{k: v for k, v in primary.items() if k not in ("checked", "libraries")},
+                "runtimes": on,
+                "passes": all(r["delta_points"] >= -MAX_ACCURACY_DROP_POINTS for r in on.values() if r["checked"]),
+            }
+        )
+    for row in rows:
+        twin_of = next(c for c in cells if c.id == row["cell"]).backend_spec.twin
+        twin = twin_of(next(c for c in cells if c.id == row["cell"])) if twin_of else None
+        if twin is not None and twin.id in preds:
+            row["twin"] = twin.id
+            row["agreement_twin"] = float((preds[row["cell"]] == preds[twin.id]).mean())
+    return {
+        "versions": cache.library_versions(
+            {lib for c in cells for rt in runtimes_for(c.backend_spec.format) for lib in libraries_of(c, rt.name)}
+        ),
+        "cpu_flags": cpu_flags(),
+        "calibration": {
+            "num_samples": calib.config.num_samples,
+            "seed": calib.config.seed,
+            "split": calib.config.split,
+            "indices_sha256": hashlib.sha256(calib.indices.tobytes()).hexdigest(),
+        },
+        "fp32": {
+            "file_bytes": {fmt: p.stat().st_size for fmt, p in fp32.items()},
+            "runtimes": fp32_rows,
+            **{k: v for k, v in accuracy_row(reference, labels, reference, held_out).items()},
+        },
+        "min_payload_ratio": MIN_PAYLOAD_RATIO,
+        "cells": rows,
+    }
+
+
+def best_cell(results: dict[str, Any]) -> dict[str, Any]:
+    """The most accurate passing cell; ties go to the smaller file."""
+    passing = [r for r in results["cells"] if r["passes"] and not r["expected_failure"]]
+    return max(passing, key=lambda r: (r["correct"], -r["file_bytes"]))
