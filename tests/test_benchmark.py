@@ -167,10 +167,12 @@ def torch_model(fp32_pt2: Path, quantized, torch_threads: int):  # type: ignore[
     it here, once; a model that cannot be compiled is skipped with the error torch raised."""
     import torch
 
+    from ptq_core.formats import pt2
+
     @functools.cache
     def load(name: str) -> TorchModel:
         dtype, mode = name.split("-")
-        module = load(fp32_pt2 if dtype == "fp32" else quantized(Cell("pytorch", dtype))).module()
+        module = pt2.load(fp32_pt2 if dtype == "fp32" else quantized(Cell("pytorch", dtype))).module()
         fn = torch.compile(module, dynamic=False) if mode == "compiled" else module
 
         def run(x: Any) -> Any:
