@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,24 @@ def test_failed_rebuild_does_not_leave_the_old_key(tmp_path: Path) -> None:
     build = Builder(b"v1 again")
     build_once(path, {"v": 1}, build)  # the v1 record was dropped before the v2 build began
     assert build.calls == 1
+
+
+def test_stale_artifact_is_rebuilt_with_a_warning_under_the_suites_own_filters(tmp_path: Path) -> None:
+    """pytest.ini turns warnings into errors; the documented stale-artifact rebuild must still happen."""
+    test = tmp_path / "test_stale.py"
+    test.write_text(
+        textwrap.dedent("""
+            from ptq_core.cache import build_once
+
+            def test_rebuild(tmp_path):
+                path = build_once(tmp_path / "m.onnx", {"v": 1}, lambda t: t.write_bytes(b"model"))
+                path.write_bytes(b"mod")
+                build_once(path, {"v": 1}, lambda t: t.write_bytes(b"model"))
+                assert path.read_bytes() == b"model"
+        """)
+    )
+    ini = Path(__file__).parents[1] / "pytest.ini"
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-c", str(ini)]
+    proc = subprocess.run([*args, "--rootdir", str(tmp_path), str(test)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "StaleArtifactWarning" in proc.stdout and "1 passed" in proc.stdout
