@@ -63,9 +63,6 @@ class Cell:
     def replace(self, **changes: str) -> Cell:
         return dataclasses.replace(self, **changes)
 
-    def __str__(self) -> str:
-        return self.id
-
 
 def cells_of(backend: Backend, model: str = DEFAULT_MODEL) -> tuple[Cell, ...]:
     return tuple(
@@ -80,10 +77,3 @@ CELLS: tuple[Cell, ...] = tuple(cell for model in MODELS for b in BACKENDS.value
 DEFAULT_CELLS: tuple[Cell, ...] = tuple(
     Cell(b.name, d, model=model) for model in MODELS for b in BACKENDS.values() for d in b.dtypes
 )
-
-
-def find_cell(cell_id: str) -> Cell:
-    for cell in CELLS:
-        if cell.id == cell_id:
-            return cell
-    raise PTQError(f"unknown cell {cell_id!r}: the matrix has {len(CELLS)} cells, e.g. {CELLS[0].id}")

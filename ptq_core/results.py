@@ -42,12 +42,16 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
     fp32_rows = {
         rt: {"format": fmt, **accuracy_row(pred, labels, pred, held_out)} for (fmt, rt), pred in fp32_pred.items()
     }
+    fp32_found = {fmt: FORMATS[fmt].inspect(path) for fmt, path in fp32.items()}
     rows = []
     preds: dict[str, np.ndarray] = {}
+    twins: dict[str, str] = {}
     for cell in cells:
         fmt = cell.backend_spec.format
         path = ws.quantized(cell)
-        found, base = FORMATS[fmt].inspect(path), FORMATS[fmt].inspect(fp32[fmt])
+        found, base = FORMATS[fmt].inspect(path), fp32_found[fmt]
+        if cell.backend_spec.twin is not None:
+            twins[cell.id] = cell.backend_spec.twin(cell).id
         on: dict[str, Any] = {}
         for rt in runtimes_for(fmt):
             pred = predictions_on_test(ws, path, rt.name)
@@ -79,11 +83,10 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
             }
         )
     for row in rows:
-        twin_of = next(c for c in cells if c.id == row["cell"]).backend_spec.twin
-        twin = twin_of(next(c for c in cells if c.id == row["cell"])) if twin_of else None
-        if twin is not None and twin.id in preds:
-            row["twin"] = twin.id
-            row["agreement_twin"] = float((preds[row["cell"]] == preds[twin.id]).mean())
+        twin = twins.get(row["cell"])
+        if twin in preds:
+            row["twin"] = twin
+            row["agreement_twin"] = float((preds[row["cell"]] == preds[twin]).mean())
     return {
         "versions": cache.library_versions(
             {lib for c in cells for rt in runtimes_for(c.backend_spec.format) for lib in libraries_of(c, rt.name)}
@@ -98,7 +101,7 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
         "fp32": {
             "file_bytes": {fmt: p.stat().st_size for fmt, p in fp32.items()},
             "runtimes": fp32_rows,
-            **{k: v for k, v in accuracy_row(reference, labels, reference, held_out).items()},
+            **accuracy_row(reference, labels, reference, held_out),
         },
         "min_payload_ratio": MIN_PAYLOAD_RATIO,
         "cells": rows,

@@ -101,18 +101,11 @@ class Workspace:
             fp32=fp32,
             module=functools.partial(self.fp32_module, cell.model),
             images=calib.images,
-            input_name=_onnx_input_name(fp32) if backend.source == "onnx" else "",
             shared=shared,
         )
         path = self.artifact_path(cell, config)
         key = {"artifact": path.name, "cell": cell.id, **common}
         return cache.build_once(path, key, lambda tmp: backend.quantize(inputs, cell, tmp))
-
-
-def _onnx_input_name(path: Path) -> str:
-    from ptq_core.formats.onnx import load
-
-    return str(load(path).graph.input[0].name)
 
 
 def get_calibration_data(

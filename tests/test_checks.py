@@ -10,6 +10,7 @@ import pytest
 
 from ptq_core import checks
 from ptq_core.checks import Subject, pytest_params
+from ptq_core.matrix import Cell
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +66,14 @@ def test_calibrator_changes_activation_ranges(subject: Subject, context) -> None
 def test_every_check_has_a_test() -> None:
     tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
     assert {c.name.removeprefix("check_") for c in checks.CHECKS} <= tested
+
+
+@pytest.mark.parametrize(
+    "cell", [pytest.param(c, id=c.id) for c in (Cell("nncf"), Cell("onnxruntime", "u8s8", "distribution"))]
+)
+def test_run_checks_outside_pytest_agrees_with_the_known_failures(cell: Cell, context) -> None:
+    """``run_checks`` (what a user calls on their own artifacts) fails exactly the checks known to fail."""
+    outcomes = list(checks.run_checks(lambda c: context(Subject(c)), (cell,)))
+    assert len(outcomes) == sum(len(list(checks.subjects(c, (cell,)))) for c in checks.CHECKS)
+    unexpected = [(o.subject.id, o.check, o.message) for o in outcomes if o.passed == bool(o.expected_failure)]
+    assert not unexpected

@@ -33,7 +33,6 @@ class BuildInputs:
     fp32: Path  # the FP32 model in the backend's source format
     module: Callable[[], Any]  # -> the FP32 torch.nn.Module
     images: np.ndarray  # calibration images, float32, in the model's input layout
-    input_name: str  # of the FP32 ONNX graph
     shared: Callable[[str, Callable[[Path], None]], Path]  # build-once of an intermediate several cells share
 
 
@@ -52,10 +51,6 @@ class Backend:
     @property
     def module(self) -> Any:
         return importlib.import_module(f"ptq_core.backends.{self.name}")
-
-    @property
-    def source_file(self) -> Path:
-        return Path(__file__).with_name(f"{self.name}.py")
 
     def quantize(self, inputs: BuildInputs, cell: Any, out: Path) -> None:
         self.module.quantize(inputs, cell, out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ptq_core.backends import Backend, BuildInputs, Stored
+from ptq_core.formats.onnx import input_name
 
 CALIB_BATCH = 50
 
@@ -43,7 +44,8 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     nncf.set_log_level(logging.ERROR)
     images = np.ascontiguousarray(inputs.images, dtype=np.float32)
     size = max(b for b in range(1, min(CALIB_BATCH, len(images)) + 1) if len(images) % b == 0)
-    batches = [{inputs.input_name: batch} for batch in np.split(images, len(images) // size)]
+    name = input_name(inputs.fp32)
+    batches = [{name: batch} for batch in np.split(images, len(images) // size)]
     with contextlib.redirect_stdout(io.StringIO()):  # rich progress bars, which the log level does not govern
         quantized = nncf.quantize(
             onnx.load(str(inputs.fp32)),

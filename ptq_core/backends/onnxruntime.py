@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ptq_core.backends import Backend, BuildInputs, Stored
+from ptq_core.formats.onnx import input_name
 
 MAX_CALIB_BATCH = 50
 # measured on ResNet8: entropy 2048/128 best (86.6 %); 1024/128 86.1 %, 2048/512 85.8 %, 2048/255 71.6 %.
@@ -111,7 +112,7 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     images = np.ascontiguousarray(inputs.images, dtype=np.float32)
     ranges = inputs.shared(
         f"ranges-{cell.calibrator}.json",
-        lambda tmp: save_ranges(inputs.fp32, cell.calibrator, images, inputs.input_name, tmp),
+        lambda tmp: save_ranges(inputs.fp32, cell.calibrator, images, input_name(inputs.fp32), tmp),
     )
     activation_type, weight_type = _quant_types(cell.dtype)
     with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:

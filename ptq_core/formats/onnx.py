@@ -57,6 +57,10 @@ def _strip_metadata(proto: onnx.ModelProto, name: str) -> None:
     graph.name = name
 
 
+def input_name(path: Path) -> str:
+    return str(load(path).graph.input[0].name)
+
+
 def load(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
