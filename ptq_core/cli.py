@@ -131,6 +131,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _quantize(args: argparse.Namespace) -> None:
+    import os
     import shutil
 
     cell = Cell(args.backend, args.dtype, args.calibrator, args.granularity, args.model)
@@ -142,7 +143,14 @@ def _quantize(args: argparse.Namespace) -> None:
     ws.calibration(config)  # a bad sample count fails here, before any model is built
     path = ws.quantized(cell, config)
     if args.out:
-        shutil.copyfile(path, args.out)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, args.out)  # a reader never sees half a model at --out
+        except OSError as exc:
+            raise PTQError(f"cannot write --out {args.out} ({exc.strerror or exc}): choose a writable folder") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
         path = args.out
     print(f"{cell.id}: {path}")
 

@@ -83,3 +83,21 @@ def test_evaluate_json_in_a_fresh_process(fp32_onnx, ws, evaluated) -> None:
     assert set(result) == {"model", "accuracy", "correct", "total", "per_class_accuracy"}
     assert (result["correct"], result["total"]) == (evaluated(fp32_onnx).correct, 10_000)
     assert len(result["per_class_accuracy"]) == 10
+
+
+def test_unwritable_out_exits_2_and_leaves_nothing(tmp_path, capsys, ws) -> None:
+    out = tmp_path / "missing-folder" / "model.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quantize", "--backend", "onnxruntime", "--out", str(out), "--models-dir", str(ws.models_dir)])
+    assert exit_info.value.code == 2
+    assert "cannot write --out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_with_the_wrong_suffix_exits_2_naming_the_right_one(tmp_path, capsys, ws) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["quantize", "--backend", "pytorch", "--out", str(tmp_path / "m.onnx"), "--models-dir", str(ws.models_dir)]
+        )
+    assert exit_info.value.code == 2
+    assert "pytorch writes .pt2 files, name it e.g. m.pt2" in capsys.readouterr().err
