@@ -14,7 +14,7 @@ from ptq_core.errors import PTQError
 class CalibrationConfig:
     num_samples: int = 200
     seed: int = 42
-    split: str = "test"
+    split: str = "train"  # the 10,000 scored test images never calibrate a default artifact
 
     @property
     def is_default(self) -> bool:
@@ -60,6 +60,13 @@ class CalibrationSet:
     labels: np.ndarray
     indices: np.ndarray  # into the split the set was drawn from
     config: CalibrationConfig
+
+    def held_out(self, num_test: int) -> np.ndarray:
+        """Mask of the test images this set did not use: all of them unless it was drawn from the test split."""
+        mask = np.ones(num_test, bool)
+        if self.config.split == "test":
+            mask[self.indices] = False
+        return mask
 
 
 def calibration_set(split_images: np.ndarray, split_labels: np.ndarray, config: CalibrationConfig) -> CalibrationSet:

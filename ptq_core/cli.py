@@ -26,6 +26,8 @@ subcommands, one example each:
              top-1 accuracy of any model (.onnx or .pt2) on the 10,000 CIFAR-10 test images
   report     python -m ptq_core report --out report/
              build and evaluate every cell, write results.json, results.md and plots
+  compare    python -m ptq_core compare tests/baselines/OLD-STACK tests/baselines/NEW-STACK
+             what changed between two library stacks' baselines: correct counts, flipped images
 
 Data and weights are found in this order: --cifar10-dir / --resnet8-h5, then $PTQ_CIFAR10_DIR /
 $PTQ_RESNET8_H5, then the cache $PTQ_CACHE_DIR (default ~/.cache/ptq-suite), else downloaded from the
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report,compare}")
 
     prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
     _source_args(prepare)
@@ -78,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--granularity", default="", help="weight scales (see below; default: the first)")
     quantize.add_argument("--samples", type=int, default=200, help="calibration images, stratified (default 200)")
     quantize.add_argument("--seed", type=int, default=42, help="calibration sampling seed (default 42)")
-    quantize.add_argument("--split", default="test", choices=("test", "train"), help="split to calibrate from")
+    quantize.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "test"),
+        help="split to calibrate from (default train: the scored test images never calibrate)",
+    )
     quantize.add_argument("--out", type=Path, help="copy the artifact here too (with the format's suffix)")
     _source_args(quantize)
 
@@ -93,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="every cell against FP32: results.json, results.md, plots")
     report.add_argument("--out", required=True, type=Path, help="folder to write the report into")
     report.add_argument(
-        "--no-studies", action="store_true", help="skip the train-split, calibration-size and SQNR studies"
+        "--no-studies", action="store_true", help="skip the test-split protocol, calibration-size and SQNR studies"
     )
     report.add_argument(
         "--benchmarks",
@@ -108,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also replace the README's results section with this table and plot",
     )
     _source_args(report)
+
+    compare = sub.add_parser(
+        "compare",
+        help="per cell, what changed between two baseline folders (e.g. before and after an upgrade)",
+        description="Baselines are tests/baselines/<id>/<subject>.yml/.npy, the id naming the CPU and the library "
+        "versions a subject depends on; a run under new versions writes them under a new id. This compares the "
+        "subjects found in both folders.",
+    )
+    compare.add_argument("old", type=Path, help="baseline folder of the old library stack")
+    compare.add_argument("new", type=Path, help="baseline folder of the new library stack")
+    compare.add_argument("--cifar10-dir", metavar="DIR", help="the cifar-10-batches-py folder (for the labels)")
     return parser
 
 
@@ -187,11 +205,38 @@ def _report(args: argparse.Namespace) -> None:
     print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from ptq_core.baselines import diff
+    from ptq_core.cifar10 import load_split
+    from ptq_core.sources import find_cifar10
+
+    for folder in (args.old, args.new):
+        if not folder.is_dir():
+            raise PTQError(f"{folder} is not a baseline folder: pass two folders under tests/baselines/")
+    rows = diff(args.old, args.new, load_split(find_cifar10(args.cifar10_dir), "test").labels)
+    if not rows:
+        raise PTQError(f"{args.old.name} and {args.new.name} share no subject: compare folders of the same cells")
+    print("| subject | old correct | new correct | changed predictions | now wrong | now right |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['subject']} | {r['old_correct']} | {r['new_correct']} | {r['changed_predictions']} | "
+            f"{r['lost']} | {r['gained']} |"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"prepare": _prepare, "quantize": _quantize, "evaluate": _evaluate, "report": _report}[args.command](args)
+        commands = {
+            "prepare": _prepare,
+            "quantize": _quantize,
+            "evaluate": _evaluate,
+            "report": _report,
+            "compare": _compare,
+        }
+        commands[args.command](args)
     except PTQError as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     return 0

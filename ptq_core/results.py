@@ -31,8 +31,7 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
     """Build (or reuse) and evaluate every cell; everything the report and the baselines need."""
     labels = ws.split("test").labels
     calib = ws.calibration(CalibrationConfig())
-    held_out = np.ones(len(labels), bool)
-    held_out[calib.indices] = False
+    held_out = calib.held_out(len(labels))
     fmts = sorted({c.backend_spec.format for c in cells} | {"onnx"})
     fp32 = {fmt: ws.fp32(fmt) for fmt in fmts}
     fp32_pred = {

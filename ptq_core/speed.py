@@ -6,10 +6,12 @@ Nothing here builds an artifact (``cache.code_digest`` does not cover this modul
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,73 @@ def speed_rows(benchmark_json: Path) -> list[dict[str, Any]]:
         )
         row["vs_fp32"] = row["images_per_s"] / base["images_per_s"] if base else None
     return sorted(rows, key=lambda r: (r["runtime"], r["batch"], r["threads"], -r["images_per_s"]))
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A speed ratio watched in CI: the 8-bit cell against FP32, one thread, on one runtime and batch."""
+
+    cell: Any  # ptq_core.matrix.Cell
+    runtime: str  # a runtime name, or "inductor": torch.compile with freezing (oneDNN int8 kernels)
+    batch: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.cell.id}-on-{self.runtime}-b{self.batch}"
+
+
+def guards() -> tuple[Guard, ...]:
+    """Each backend's default cell on each checked runtime of its format (.pt2: Inductor, as deployed), b1 and b256."""
+    from ptq_core.matrix import DEFAULT_CELLS
+
+    return tuple(
+        Guard(cell, runtime, batch)
+        for cell in DEFAULT_CELLS
+        for runtime in (
+            ("inductor",) if cell.backend_spec.format == "pt2" else tuple(r.name for r in cell.runtimes if r.checked)
+        )
+        for batch in (1, 256)
+    )
+
+
+def _inductor(path: Path, example: np.ndarray) -> Callable[[], object]:
+    import torch
+
+    from ptq_core.formats import pt2
+
+    compiled = torch.compile(pt2.load(path).module(), dynamic=False)
+    x = torch.from_numpy(example)
+    compile_for(compiled, x)
+
+    def run() -> object:
+        with torch.no_grad():
+            return compiled(x)
+
+    return run
+
+
+def measure_guard(fp32: Path, quantized: Path, guard: Guard, images: np.ndarray, rounds: int = 15) -> float:
+    """How many times faster the 8-bit model runs than FP32: ``rounds`` interleaved rounds, one thread."""
+    import torch
+
+    from ptq_core.runtimes import as_predictor
+
+    x = float_images(images[: guard.batch])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if guard.runtime == "inductor":
+            fns = {"fp32": _inductor(fp32, x), "8bit": _inductor(quantized, x)}
+        else:
+            model = guard.cell.model_spec
+            predictors = {
+                name: as_predictor(p, model, guard.runtime, threads=1)
+                for name, p in (("fp32", fp32), ("8bit", quantized))
+            }
+            fns = {name: functools.partial(predict, x) for name, predict in predictors.items()}
+        timer = PairedTimer(fns)
+        for _ in range(rounds):
+            timer.round()
+        return timer.speedup("8bit", over="fp32")
+    finally:
+        torch.set_num_threads(threads)

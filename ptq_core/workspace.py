@@ -109,7 +109,7 @@ class Workspace:
 
 
 def get_calibration_data(
-    num_samples: int = 200, seed: int = 42, split: str = "test", cifar10_dir: str | Path | None = None
+    num_samples: int = 200, seed: int = 42, split: str = "train", cifar10_dir: str | Path | None = None
 ) -> CalibrationSet:
     """``num_samples`` stratified images (float32 NHWC in [0, 255]) with their labels and split indices."""
     config = CalibrationConfig(num_samples, seed, split)

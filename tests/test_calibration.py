@@ -53,18 +53,33 @@ def test_more_samples_than_a_class_has_is_refused() -> None:
         stratified_indices(np.repeat(np.arange(10), 5), 60, 0)
 
 
-def test_default_set_is_200_stratified_test_images(ws) -> None:
+def test_default_set_is_200_stratified_train_images(ws) -> None:
     calib = get_calibration_data(cifar10_dir=ws.cifar10_dir)
     assert calib.images.shape == (200, 32, 32, 3) and calib.images.dtype == np.float32
     assert 0 <= calib.images.min() and calib.images.max() <= 255 and calib.images.max() > 1  # raw, not normalised
     assert np.bincount(calib.labels, minlength=10).tolist() == [20] * 10
-    test = ws.split("test")
-    assert np.array_equal(calib.images, test.images[calib.indices].astype(np.float32))
-    assert np.array_equal(calib.labels, test.labels[calib.indices])
-
-
-def test_train_split_calibration_comes_from_training_images(ws) -> None:
-    calib = get_calibration_data(50, seed=1, split="train", cifar10_dir=ws.cifar10_dir)
     train = ws.split("train")
     assert np.array_equal(calib.images, train.images[calib.indices].astype(np.float32))
+    assert np.array_equal(calib.labels, train.labels[calib.indices])
+
+
+def test_default_calibration_shares_no_image_with_the_scored_test_split(ws) -> None:
+    """The 10,000 test images score every cell, so none of them may calibrate one (checked pixel for pixel)."""
+    calib = ws.calibration()
+    test = {row.tobytes() for row in ws.split("test").images.reshape(10_000, -1)}
+    leaked = [
+        i
+        for i, image in zip(calib.indices, calib.images.astype(np.uint8).reshape(len(calib.images), -1), strict=True)
+        if image.tobytes() in test
+    ]
+    assert not leaked, f"calibration images {leaked[:10]} are test images"
+    assert calib.held_out(10_000).all()
+
+
+def test_test_split_protocol_holds_out_its_own_images(ws) -> None:
+    calib = get_calibration_data(50, seed=1, split="test", cifar10_dir=ws.cifar10_dir)
+    test = ws.split("test")
+    assert np.array_equal(calib.images, test.images[calib.indices].astype(np.float32))
     assert np.bincount(calib.labels, minlength=10).tolist() == [5] * 10
+    held_out = calib.held_out(len(test))
+    assert held_out.sum() == 10_000 - 50 and not held_out[calib.indices].any()

@@ -41,8 +41,8 @@ def test_help_lists_every_subcommand_with_an_example(capsys) -> None:
             "num_samples must be an integer >= 10",
         ),
         (
-            ["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "10010"],
-            "use at most 10000 samples",
+            ["quantize", "--framework", "onnxruntime", "--dtype", "int8", "--samples", "50010"],
+            "use at most 50000 samples",
         ),
     ],
 )
@@ -101,3 +101,23 @@ def test_out_with_the_wrong_suffix_exits_2_naming_the_right_one(tmp_path, capsys
         )
     assert exit_info.value.code == 2
     assert "pytorch writes .pt2 files, name it e.g. m.pt2" in capsys.readouterr().err
+
+
+def test_compare_prints_each_shared_subjects_flips(tmp_path, capsys, ws, test_split) -> None:
+    from ptq_core import baselines
+
+    labels = test_split.labels
+    new = labels.copy()
+    new[:3] = (new[:3] + 1) % 10
+    for stack, predictions in (("old", labels), ("new", new)):
+        data = baselines.record(int((predictions == labels).sum()), 1.0, stack)
+        baselines.write(tmp_path / stack, "resnet8-cell-on-rt", data, predictions)
+    main(["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--cifar10-dir", str(ws.cifar10_dir)])
+    assert "| resnet8-cell-on-rt | 10000 | 9997 | 3 | 3 | 0 |" in capsys.readouterr().out
+
+
+def test_compare_of_a_missing_folder_exits_2(tmp_path, capsys, ws) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(tmp_path / "nope"), str(tmp_path), "--cifar10-dir", str(ws.cifar10_dir)])
+    assert exit_info.value.code == 2
+    assert "is not a baseline folder" in capsys.readouterr().err
