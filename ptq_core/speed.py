@@ -151,11 +151,12 @@ class Guard:
 
 def guards() -> tuple[Guard, ...]:
     """Each backend's default cell on each checked runtime of its format (.pt2: Inductor, as deployed), b1 and b256."""
-    from ptq_core.matrix import DEFAULT_CELLS
+    from ptq_core.backends import BACKENDS
+    from ptq_core.matrix import Cell
 
     return tuple(
         Guard(cell, runtime, batch)
-        for cell in DEFAULT_CELLS
+        for cell in (Cell(backend) for backend in BACKENDS)
         for runtime in (
             ("inductor",) if cell.backend_spec.format == "pt2" else tuple(r.name for r in cell.runtimes if r.checked)
         )

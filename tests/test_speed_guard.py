@@ -22,8 +22,10 @@ from ptq_core.speed import Guard, guards, measure_guard
 
 BASELINE = Path(__file__).parent / "baselines" / "speed" / f"{platform.machine()}-{cpu_capability()}.yml"
 # Ten quiet runs of this module on the development machine (2-core EPYC, AVX-512 VNNI): the widest
-# guard's ratios spread 0.0x around their median; the tolerance is that relative spread, rounded up.
-TOLERANCE = 0.15
+# run-to-run spread of a guard, (max - min) / median, was 11.6 % (NNCF on OpenVINO, batch 256); no run fell
+# more than 5.2 % below its guard's median. The committed ratios are those medians; the tolerance is the
+# widest spread, rounded up to a whole percent. Losing the VNNI kernels costs u8s8 half its speed-up.
+TOLERANCE = 0.12
 
 pytestmark = pytest.mark.speed
 
