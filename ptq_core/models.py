@@ -69,6 +69,18 @@ def _resnet8_sha256(ws: Workspace) -> str:
     return RESNET8_SHA256
 
 
+def _mobilenetv1(ws: Workspace) -> Any:
+    from ptq_core.mobilenet import load_weights
+
+    return load_weights()
+
+
+def _mobilenetv1_sha256(ws: Workspace) -> str:
+    from ptq_core.mobilenet import WEIGHTS_SHA256
+
+    return WEIGHTS_SHA256
+
+
 MODELS: dict[str, Model] = {
     m.name: m
     for m in (
@@ -83,6 +95,18 @@ MODELS: dict[str, Model] = {
             module="resnet8",
             build=_resnet8,
             weights_sha256=_resnet8_sha256,
+        ),
+        Model(
+            name="mobilenetv1",
+            dataset="cifar10",
+            input_shape=(32, 32, 3),
+            layout="NHWC",
+            input_range=(0.0, 255.0),
+            num_classes=10,
+            reference_correct=8614,  # trained on the train split by ptq_core/train_mobilenet.py (seed 0)
+            module="mobilenet",
+            build=_mobilenetv1,
+            weights_sha256=_mobilenetv1_sha256,
         ),
     )
 }

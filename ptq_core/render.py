@@ -8,6 +8,7 @@ from typing import Any
 
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.errors import PTQError
+from ptq_core.models import DEFAULT_MODEL
 from ptq_core.results import best_cell
 from ptq_core.studies import SQNR_IMAGES
 
@@ -61,6 +62,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['agreement_fp32']:.2%} | {_other_runtimes(r)} | {twin} | {r['payload_ratio']:.2f}x | "
             f"{r['file_ratio']:.2f}x | {_verdict(r)} |"
         )
+    lines += _models_side_by_side(results)
     if results.get("pt2_archive_bytes"):
         parts = results["pt2_archive_bytes"]
         lines += [
@@ -101,6 +103,33 @@ def _speed_markdown(rows: list[dict[str, Any]], source: str) -> list[str]:
             f"| {r['runtime']} | {model} | {r['batch']} | {r['threads']} | {r['images_per_s']:,.0f} | "
             f"{r['gmac_per_s']:.0f} | {ratio} |"
         )
+    return lines
+
+
+def _models_side_by_side(results: dict[str, Any]) -> list[str]:
+    """The cells every model runs, one column per model: accuracy and the drop from that model's FP32."""
+    models = list(results.get("models", {}))
+    if len(models) < 2:
+        return []
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results["cells"]:
+        by_model.setdefault(r["cell"].removeprefix(r["model"] + "-"), {})[r["model"]] = r
+    lines = [
+        "",
+        "Models side by side (each against its own FP32: "
+        + ", ".join(f"{m} {results['models'][m]['accuracy']:.2%}" for m in models)
+        + "), on each cell's first runtime:",
+        "",
+        "| cell | " + " | ".join(models) + " |",
+        "|---" * (len(models) + 1) + "|",
+    ]
+    for config, rows in by_model.items():
+        if len(rows) == len(models):
+            lines.append(
+                f"| {config} | "
+                + " | ".join(f"{rows[m]['accuracy']:.2%} ({rows[m]['delta_points']:+.2f})" for m in models)
+                + " |"
+            )
     return lines
 
 
@@ -149,7 +178,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["cells"] if not r["expected_failure"]]
+    rows = [r for r in results["cells"] if not r["expected_failure"] and r["model"] == DEFAULT_MODEL]
     fp32 = results["fp32"]["accuracy"] * 100
     backends = sorted({r["backend"] for r in rows})
     colours = dict(zip(backends, ("tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple"), strict=False))

@@ -16,6 +16,7 @@ from ptq_core.calibration import CalibrationConfig
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RATIO, known_failure
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import CELLS, Cell
+from ptq_core.models import DEFAULT_MODEL
 from ptq_core.platform import cpu_flags, libraries_of
 from ptq_core.predictions import predictions_on_test
 from ptq_core.runtimes import runtimes_for
@@ -33,28 +34,40 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
     calib = ws.calibration(CalibrationConfig())
     held_out = calib.held_out(len(labels))
     fmts = sorted({c.backend_spec.format for c in cells} | {"onnx"})
-    fp32 = {fmt: ws.fp32(fmt) for fmt in fmts}
+    models = sorted({c.model for c in cells} | {DEFAULT_MODEL}, key=lambda m: m != DEFAULT_MODEL)
+    fp32 = {(model, fmt): ws.fp32(fmt, model) for model in models for fmt in fmts}
     fp32_pred = {
-        (fmt, rt.name): predictions_on_test(ws, fp32[fmt], rt.name) for fmt in fmts for rt in runtimes_for(fmt)
+        (model, fmt, rt.name): predictions_on_test(ws, path, rt.name, model)
+        for (model, fmt), path in fp32.items()
+        for rt in runtimes_for(fmt)
     }
-    reference = fp32_pred[("onnx", _primary("onnx"))]
-    fp32_rows = {
-        rt: {"format": fmt, **accuracy_row(pred, labels, pred, held_out)} for (fmt, rt), pred in fp32_pred.items()
-    }
-    fp32_found = {fmt: FORMATS[fmt].inspect(path) for fmt, path in fp32.items()}
+
+    def fp32_summary(model: str) -> dict[str, Any]:
+        reference = fp32_pred[(model, "onnx", _primary("onnx"))]
+        return {
+            "file_bytes": {fmt: p.stat().st_size for (m, fmt), p in fp32.items() if m == model},
+            "runtimes": {
+                rt: {"format": fmt, **accuracy_row(pred, labels, pred, held_out)}
+                for (m, fmt, rt), pred in fp32_pred.items()
+                if m == model
+            },
+            **accuracy_row(reference, labels, reference, held_out),
+        }
+
+    fp32_found = {key: FORMATS[key[1]].inspect(path) for key, path in fp32.items()}
     rows = []
     preds: dict[str, np.ndarray] = {}
     twins: dict[str, str] = {}
     for cell in cells:
         fmt = cell.backend_spec.format
         path = ws.quantized(cell)
-        found, base = FORMATS[fmt].inspect(path), fp32_found[fmt]
+        found, base = FORMATS[fmt].inspect(path), fp32_found[(cell.model, fmt)]
         if cell.backend_spec.twin is not None:
             twins[cell.id] = cell.backend_spec.twin(cell).id
         on: dict[str, Any] = {}
         for rt in runtimes_for(fmt):
-            pred = predictions_on_test(ws, path, rt.name)
-            on[rt.name] = accuracy_row(pred, labels, fp32_pred[(fmt, rt.name)], held_out)
+            pred = predictions_on_test(ws, path, rt.name, cell.model)
+            on[rt.name] = accuracy_row(pred, labels, fp32_pred[(cell.model, fmt, rt.name)], held_out)
             on[rt.name]["checked"] = rt.checked
             on[rt.name]["libraries"] = list(libraries_of(cell, rt.name))
             if rt.name != _primary(fmt):
@@ -97,17 +110,14 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
             "split": calib.config.split,
             "indices_sha256": hashlib.sha256(calib.indices.tobytes()).hexdigest(),
         },
-        "fp32": {
-            "file_bytes": {fmt: p.stat().st_size for fmt, p in fp32.items()},
-            "runtimes": fp32_rows,
-            **accuracy_row(reference, labels, reference, held_out),
-        },
+        "fp32": fp32_summary(DEFAULT_MODEL),
+        "models": {model: fp32_summary(model) for model in models},
         "min_payload_ratio": MIN_PAYLOAD_RATIO,
         "cells": rows,
     }
 
 
-def best_cell(results: dict[str, Any]) -> dict[str, Any]:
-    """The most accurate passing cell; ties go to the smaller file."""
-    passing = [r for r in results["cells"] if r["passes"] and not r["expected_failure"]]
+def best_cell(results: dict[str, Any], model: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The most accurate passing cell of ``model``; ties go to the smaller file."""
+    passing = [r for r in results["cells"] if r["passes"] and not r["expected_failure"] and r["model"] == model]
     return max(passing, key=lambda r: (r["correct"], -r["file_bytes"]))

@@ -34,8 +34,8 @@ def test_matches_baseline(subject: Subject, context, ws, test_split, data_regres
     ctx = context(subject)
     here = BASELINES / baseline_id(subject.cell, subject.runtime)
     labels = test_split.labels
-    predictions = predictions_on_test(ws, ctx.artifact, subject.runtime)
-    fp32 = predictions_on_test(ws, ctx.fp32, subject.runtime)
+    predictions = predictions_on_test(ws, ctx.artifact, subject.runtime, subject.cell.model)
+    fp32 = predictions_on_test(ws, ctx.fp32, subject.runtime, subject.cell.model)
     row = accuracy_row(predictions, labels, fp32, np.ones(len(labels), bool))
     data = baselines.record(row["correct"], row["agreement_fp32"], row["predictions_sha256"])
     regen = request.config.getoption("force_regen") or request.config.getoption("regen_all")

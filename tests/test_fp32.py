@@ -28,6 +28,15 @@ def test_fp32_scores_exactly_8719(fp32_model, evaluated) -> None:
     assert result.correct == RESNET8.reference_correct, f"{fp32_model.name}: {result.correct}/10000, expected 8719"
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_mobilenet_fp32_scores_exactly_8614(fmt: str, ws, evaluated) -> None:
+    """MobileNetV1 as trained by ptq_core/train_mobilenet.py (seed 0, 15 epochs): 86.14 %, on both formats."""
+    mobilenet = get_model("mobilenetv1")
+    result = evaluated(ws.fp32(fmt, "mobilenetv1"))
+    assert mobilenet.reference_correct == 8614
+    assert result.correct == mobilenet.reference_correct, f"mobilenetv1 {fmt}: {result.correct}/10000, expected 8614"
+
+
 def test_onnx_and_pytorch_agree_on_every_image(fp32_onnx, fp32_pt2, test_split) -> None:
     p_onnx, p_pt = (predict_scores(path, test_split.images) for path in (fp32_onnx, fp32_pt2))
     assert np.array_equal(p_onnx.argmax(1), p_pt.argmax(1))

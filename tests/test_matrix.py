@@ -43,8 +43,20 @@ def test_cell_id_and_artifact_name(cell: Cell, cell_id: str, artifact: str) -> N
 
 def test_cells_are_unique_and_every_backend_declares_its_own() -> None:
     ids = [c.id for c in CELLS]
-    assert len(ids) == len(set(ids)) == sum(len(cells_of(b)) for b in BACKENDS.values())
+    resnet8 = [c for c in CELLS if c.model == "resnet8"]
+    assert len(ids) == len(set(ids))
+    assert len(resnet8) == sum(len(cells_of(b)) for b in BACKENDS.values())
     assert [len(cells_of(BACKENDS[name])) for name in ("onnxruntime", "pytorch", "nncf")] == [24, 16, 4]
+
+
+def test_mobilenet_runs_each_backends_default_at_every_granularity() -> None:
+    assert sorted(c.id for c in CELLS if c.model == "mobilenetv1") == [
+        "mobilenetv1-nncf-performance-fast_bias_correction-per_channel",
+        "mobilenetv1-onnxruntime-u8s8-minmax-per_channel",
+        "mobilenetv1-onnxruntime-u8s8-minmax-per_tensor",
+        "mobilenetv1-pytorch-uint8-minmax-per_channel",
+        "mobilenetv1-pytorch-uint8-minmax-per_tensor",
+    ]
 
 
 def test_known_failures_name_real_cells_and_checks() -> None:
@@ -64,7 +76,10 @@ def test_known_failures_name_real_cells_and_checks() -> None:
         ({"backend": "onnxruntime", "dtype": "int8", "calibrator": "histogram"}, r"calibrator 'histogram'"),
         ({"backend": "onnxruntime", "dtype": "int8", "granularity": "per_row"}, r"granularity 'per_row'"),
         ({"backend": "nncf", "granularity": "per_tensor"}, r"unknown nncf granularity 'per_tensor'"),
-        ({"backend": "onnxruntime", "model": "resnet50"}, r"unknown model 'resnet50': choose one of resnet8"),
+        (
+            {"backend": "onnxruntime", "model": "resnet50"},
+            r"unknown model 'resnet50': choose one of resnet8, mobilenetv1",
+        ),
     ],
 )
 def test_unknown_option_lists_the_choices(kwargs: dict, message: str) -> None:

@@ -164,7 +164,7 @@ def _run_pytest(models: Path, workers: int) -> subprocess.Popen:
         str(workers),
         "tests/test_checks.py",
         "-k",
-        "test_weights_are_8bit and (onnxruntime-u8s8-minmax or pytorch-uint8-minmax)",
+        "test_weights_are_8bit and (resnet8-onnxruntime-u8s8-minmax or resnet8-pytorch-uint8-minmax)",
     ]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -177,8 +177,13 @@ def _builds(models: Path) -> list[str]:
 def test_four_workers_and_a_second_pytest_build_each_artifact_once(tmp_path: Path) -> None:
     models = tmp_path / "models"
     runs = [_run_pytest(models, 4), _run_pytest(models, 2)]  # at once, on 2 cores, on one cache
-    for run in runs:
-        out, _ = run.communicate(timeout=900)
+    try:
+        outs = [run.communicate(timeout=900)[0] for run in runs]
+    finally:
+        for run in runs:  # a failed wait leaves no process behind
+            run.kill()
+            run.communicate()
+    for run, out in zip(runs, outs, strict=True):
         assert run.returncode == 0, out[-3000:]
         assert "4 passed" in out, out[-3000:]
     builds = _builds(models)
