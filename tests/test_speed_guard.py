@@ -3,8 +3,9 @@
 An upgrade that loses the int8 kernels (say u8s8 from 2x FP32 to 1x) keeps every accuracy check green;
 these fail it. The ratio (8-bit over FP32 throughput, median of per-round ratios, ``PairedTimer``) is
 compared with the committed ratio for this CPU (``tests/baselines/speed/<machine>-<capability>.yml``):
-slower by more than ``TOLERANCE`` fails, faster by more is reported. A CPU without a baseline gets one
-written, and the run fails once so that someone reviews and commits it. ``tox -e speed`` runs them.
+slower by more than ``TOLERANCE`` in two measurements fails, faster by more is reported. A CPU without a
+baseline gets one written, and the run fails once so that someone reviews and commits it.
+``tox -e speed`` runs them.
 """
 
 from __future__ import annotations
@@ -32,9 +33,16 @@ pytestmark = pytest.mark.speed
 
 @pytest.mark.parametrize("guard", [pytest.param(g, id=g.id) for g in guards()])
 def test_speedup_over_fp32_holds(guard: Guard, ws, quantized, test_split, request, record_property) -> None:
-    ratio = measure_guard(ws.fp32(guard.cell.backend_spec.format), quantized(guard.cell), guard, test_split.images)
-    record_property("ratio", round(ratio, 4))
+    def measure() -> float:
+        return measure_guard(ws.fp32(guard.cell.backend_spec.format), quantized(guard.cell), guard, test_split.images)
+
+    ratio = measure()
     committed = yaml.safe_load(BASELINE.read_text()) if BASELINE.exists() else {}
+    if guard.id in committed and ratio < committed[guard.id] * (1 - TOLERANCE):
+        # A lost kernel is slow in every measurement; a burst of load from another process is not. Seen once
+        # here: 0.70x for a guard whose 13 other runs gave 1.55-1.58x.
+        ratio = max(ratio, measure())
+    record_property("ratio", round(ratio, 4))
     if guard.id not in committed or request.config.getoption("force_regen"):
         BASELINE.parent.mkdir(parents=True, exist_ok=True)
         fresh = yaml.safe_load(BASELINE.read_text()) if BASELINE.exists() else {}  # another guard may have written
