@@ -1,5 +1,6 @@
 """Inference speed: MACs counted from the model, Inductor compilation as the benchmarks use it, a paired
-timer for speed ratios on a noisy machine, and the rows of a saved pytest-benchmark run.
+timer for speed ratios on a noisy machine, the rows of a saved pytest-benchmark run, and the speed guards
+(``tests/test_speed_guard.py``): each backend's default cell against FP32, one thread.
 
 Nothing here builds an artifact (``cache.code_digest`` does not cover this module).
 """
@@ -157,9 +158,7 @@ def guards() -> tuple[Guard, ...]:
     return tuple(
         Guard(cell, runtime, batch)
         for cell in (Cell(backend) for backend in BACKENDS)
-        for runtime in (
-            ("inductor",) if cell.backend_spec.format == "pt2" else tuple(r.name for r in cell.runtimes if r.checked)
-        )
+        for runtime in (("inductor",) if cell.backend_spec.format == "pt2" else tuple(r.name for r in cell.runtimes))
         for batch in (1, 256)
     )
 
