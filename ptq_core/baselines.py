@@ -8,6 +8,7 @@ upgrade of one library meets new ids only for the cells that use it.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +112,16 @@ def judge(
 
 
 def write(here: Path, subject: str, data: dict[str, Any], predictions: np.ndarray) -> None:
+    """The predictions, then the record that makes them a baseline; each through a temporary name."""
     here.mkdir(parents=True, exist_ok=True)
-    np.save(here / f"{subject}.npy", predictions.astype(np.uint8))
-    (here / f"{subject}.yml").write_text(yaml.safe_dump(data, sort_keys=True))
+    for name, write_to in (
+        (f"{subject}.npy", lambda f: np.save(f, predictions.astype(np.uint8))),
+        (f"{subject}.yml", lambda f: f.write(yaml.safe_dump(data, sort_keys=True).encode())),
+    ):
+        tmp = here / f".{name}.tmp"
+        with tmp.open("wb") as f:
+            write_to(f)
+        os.replace(tmp, here / name)
 
 
 def diff(old_dir: Path, new_dir: Path, labels: np.ndarray) -> list[dict[str, Any]]:
