@@ -9,6 +9,8 @@ import numpy as np
 from ptq_core.cifar10 import NUM_CLASSES
 from ptq_core.errors import PTQError
 
+SCORED_SPLITS = ("test", "data")  # CIFAR-10's test split; the images `ptq run` scores a user's model on
+
 
 @dataclass(frozen=True)
 class CalibrationConfig:
@@ -26,45 +28,50 @@ class CalibrationConfig:
         return "" if self.is_default else f"_n{self.num_samples}_s{self.seed}_{self.split}"
 
 
-def stratified_indices(labels: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``num_samples`` distinct images, ``num_samples // 10`` from every class.
+def stratified_indices(
+    labels: np.ndarray, num_samples: int, seed: int, classes: np.ndarray | None = None
+) -> np.ndarray:
+    """Sorted indices of ``num_samples`` distinct images, equally many from each class (default: CIFAR-10's 10).
 
-    The remainder ``num_samples % 10`` goes one extra image each to the classes of a seeded random
-    choice, so any size from 10 up is stratified to within one image per class.
+    The remainder goes one extra image each to the classes of a seeded random choice, so any size from
+    one per class up is stratified to within one image per class.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise PTQError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise PTQError(f"labels must lie in 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < NUM_CLASSES:
-        raise PTQError(f"num_samples must be an integer >= {NUM_CLASSES} (one per class), got {num_samples!r}")
+    classes = np.arange(NUM_CLASSES) if classes is None else np.asarray(classes)
+    if len(labels) and not np.isin(labels, classes).all():
+        raise PTQError(f"labels must lie in {classes.min()}..{classes.max()}, found {labels.min()}..{labels.max()}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < len(classes):
+        raise PTQError(f"num_samples must be an integer >= {len(classes)} (one per class), got {num_samples!r}")
     rng = np.random.default_rng(seed)
-    per_class = np.full(NUM_CLASSES, num_samples // NUM_CLASSES)
-    per_class[rng.choice(NUM_CLASSES, num_samples % NUM_CLASSES, replace=False)] += 1
-    counts = np.bincount(labels, minlength=NUM_CLASSES)
-    short = [c for c in range(NUM_CLASSES) if counts[c] < per_class[c]]
-    if short:
-        c = short[0]
+    per_class = np.full(len(classes), num_samples // len(classes))
+    per_class[rng.choice(len(classes), num_samples % len(classes), replace=False)] += 1
+    counts = np.array([(labels == c).sum() for c in classes])
+    short = np.flatnonzero(counts < per_class)
+    if len(short):
+        i = short[0]
         raise PTQError(
-            f"num_samples={num_samples} needs {per_class[c]} images of class {c}, the split has "
-            f"{counts[c]}: use at most {NUM_CLASSES * counts.min()} samples"
+            f"num_samples={num_samples} needs {per_class[i]} images of class {classes[i]}, the split has "
+            f"{counts[i]}: use at most {len(classes) * counts.min()} samples"
         )
-    picked = [rng.choice(np.flatnonzero(labels == c), per_class[c], replace=False) for c in range(NUM_CLASSES)]
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), n, replace=False) for c, n in zip(classes, per_class, strict=True)
+    ]
     return np.sort(np.concatenate(picked))
 
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    images: np.ndarray  # float32 (N, 32, 32, 3) raw pixels in [0, 255]
-    labels: np.ndarray
+    images: np.ndarray  # in the model's input layout and dtype (CIFAR-10: float32 NHWC raw pixels)
+    labels: np.ndarray | None  # None: the images came without labels (not stratified)
     indices: np.ndarray  # into the split the set was drawn from
     config: CalibrationConfig
 
-    def held_out(self, num_test: int) -> np.ndarray:
-        """Mask of the test images this set did not use: all of them unless it was drawn from the test split."""
-        mask = np.ones(num_test, bool)
-        if self.config.split == "test":
+    def held_out(self, num_scored: int) -> np.ndarray:
+        """Mask of the scored images this set did not use: all of them unless it was drawn from those."""
+        mask = np.ones(num_scored, bool)
+        if self.config.split in SCORED_SPLITS:
             mask[self.indices] = False
         return mask
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ptq_core.backends import BACKENDS
 from ptq_core.calibration import CalibrationConfig
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.errors import PTQError
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
@@ -26,6 +27,8 @@ subcommands, one example each:
              top-1 accuracy of any model (.onnx or .pt2) on the 10,000 CIFAR-10 test images
   report     python -m ptq_core report --out report/
              build and evaluate every cell, write results.json, results.md and plots
+  run        python -m ptq_core run --onnx my_model.onnx --data test.npz --out my_report/
+             every cell of every ONNX backend on YOUR classifier: checks, accuracy vs its FP32, report
   compare    python -m ptq_core compare tests/baselines/OLD-STACK tests/baselines/NEW-STACK
              what changed between two library stacks' baselines: correct counts, flipped images
 
@@ -58,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report,compare}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report,run,compare}")
 
     prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
     _source_args(prepare)
@@ -116,6 +119,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _source_args(report)
 
+    run = sub.add_parser(
+        "run",
+        help="quantize YOUR ONNX classifier with every ONNX backend's cells, check and score each",
+        description="Quantize an ONNX classifier with every cell of every backend that takes ONNX ("
+        + ", ".join(b.name for b in BACKENDS.values() if b.source == "onnx")
+        + "), score each on every ONNX runtime against the model's own FP32 accuracy, run the suite's checks "
+        "(8-bit graph and dtypes, size, per-class collapse, accuracy within --max-drop), and write results.json, "
+        "results.md, plots and the quantized models into --out.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--onnx", required=True, type=Path, metavar="MODEL.onnx", help="the FP32 classifier")
+    run.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DATA.npz",
+        help="`images` exactly as the model's input takes them (layout, dtype, range) and `labels` (class ids): "
+        "they score every model",
+    )
+    run.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="CALIB.npz",
+        help="`images` (and optionally `labels`, to stratify) to calibrate from; default: a stratified subset "
+        "of --data, reported as such",
+    )
+    run.add_argument(
+        "--max-drop",
+        type=float,
+        default=MAX_ACCURACY_DROP_POINTS,
+        metavar="POINTS",
+        help=f"accuracy drop against FP32 (same runtime) that fails a cell (default {MAX_ACCURACY_DROP_POINTS:g})",
+    )
+    run.add_argument("--out", required=True, type=Path, metavar="DIR", help="report folder (new, or an earlier run's)")
+    run.add_argument(
+        "--samples", type=int, default=200, help="calibration images, stratified when labelled (default 200)"
+    )
+    run.add_argument("--seed", type=int, default=42, help="calibration sampling seed (default 42)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N", help="build N cells in parallel (default 1)")
+    run.add_argument(
+        "--cells",
+        nargs="+",
+        default=(),
+        metavar="PATTERN",
+        help="only the cells matching a pattern, e.g. 'onnxruntime-u8s8-*' 'nncf-*' (default: all)",
+    )
+    run.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="where built models and predictions are kept (default $PTQ_CACHE_DIR/run, ~/.cache/ptq-suite/run)",
+    )
+
     compare = sub.add_parser(
         "compare",
         help="per cell, what changed between two baseline folders (e.g. before and after an upgrade)",
@@ -127,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("new", type=Path, help="baseline folder of the new library stack")
     compare.add_argument("--cifar10-dir", metavar="DIR", help="the cifar-10-batches-py folder (for the labels)")
     return parser
+
+
+RUN_EPILOG = """\
+exit status: 0 every check passes on every cell not known to fail; 1 a check fails (named above the
+table); 2 bad input (a file that is not an ONNX model, images the model does not take, labels out of
+range, ...), with a message that names the thing and the fix. Nothing is written to --out unless the
+run completes; built models are cached, so a second run only re-scores what changed.
+
+example, a PyTorch classifier exported with a dynamic batch and its test images saved as the model takes them:
+  torch.onnx.export(net, (x,), "net.onnx", dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+  np.savez("test.npz", images=x_test.astype(np.float32), labels=y_test)   # e.g. NCHW, scaled to [0, 1]
+  ptq run --onnx net.onnx --data test.npz --out net_report/ --jobs 2
+"""
 
 
 def _workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -202,6 +272,7 @@ def _report(args: argparse.Namespace) -> None:
     for path in paths:
         print(path)
     best = best_cell(results)
+    assert best is not None, "every cell of the suite's default model failed"
     print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
 
 
@@ -225,21 +296,35 @@ def _compare(args: argparse.Namespace) -> None:
         )
 
 
+def _run(args: argparse.Namespace) -> int:
+    from ptq_core.run import RunInputs, failures, run, summary
+
+    inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache)
+    results, outcomes = run(inputs, args.out, args.max_drop, args.jobs, tuple(args.cells))
+    print("\n".join(summary(results, outcomes)))
+    print(f"report: {args.out / 'results.md'}")
+    failed = failures(outcomes)
+    for o in failed:
+        print(f"FAILED {o.check} {o.message}")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         commands = {
+            "run": _run,
             "prepare": _prepare,
             "quantize": _quantize,
             "evaluate": _evaluate,
             "report": _report,
             "compare": _compare,
         }
-        commands[args.command](args)
+        status: int = commands[args.command](args) or 0  # type: ignore[operator]
     except PTQError as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

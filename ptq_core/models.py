@@ -31,6 +31,8 @@ class Model:
     module: str  # the ptq_core module that defines it (its source keys every artifact built from it)
     build: Callable[[Workspace], Any]  # -> the FP32 torch.nn.Module in eval mode
     weights_sha256: Callable[[Workspace], str]  # digest of the weights it is built from
+    input_dtype: str = "float32"  # what its input takes ...
+    accepts: tuple[str, ...] = ("uint8", "float32")  # ... and what it converts to that
 
     def check_images(self, images: Any) -> np.ndarray:
         """The images as the float32 batch this model takes; a clear error for anything else."""
@@ -42,15 +44,15 @@ class Model:
             if sorted(images.shape[1:]) == sorted(self.input_shape) and images.ndim == 4:
                 hint = f": transpose {_other(self.layout)} to {self.layout}"
             raise PTQError(
-                f"{self.name} takes images of shape (N, {shape}) ({self.layout}, raw pixels "
+                f"{self.name} takes images of shape (N, {shape}) ({self.layout}, values "
                 f"{self.input_range[0]:g}..{self.input_range[1]:g}), got {images.shape}{hint}"
             )
-        if images.dtype not in (np.uint8, np.float32):
+        if images.dtype.name not in self.accepts:
             raise PTQError(
-                f"{self.name} takes uint8 or float32 raw pixels in [{self.input_range[0]:g}, {self.input_range[1]:g}], "
-                f"got {images.dtype}"
+                f"{self.name} takes {' or '.join(self.accepts)} images (values {self.input_range[0]:g}.."
+                f"{self.input_range[1]:g}), got {images.dtype}: convert them with .astype(np.{self.input_dtype})"
             )
-        return np.ascontiguousarray(images, dtype=np.float32)
+        return np.ascontiguousarray(images, dtype=self.input_dtype)
 
 
 def _other(layout: str) -> str:
@@ -111,6 +113,13 @@ MODELS: dict[str, Model] = {
     )
 }
 DEFAULT_MODEL = "resnet8"
+
+
+def register_model(model: Model) -> Model:
+    """Add a model to the registry (``ptq run`` registers the user's ONNX classifier); the same one twice is a no-op."""
+    if MODELS.setdefault(model.name, model) != model:
+        raise PTQError(f"a different model named {model.name!r} is already registered: rename the file")
+    return model
 
 
 def get_model(name: str) -> Model:

@@ -12,19 +12,18 @@ from pathlib import Path
 import numpy as np
 
 from ptq_core import cache, sources
-from ptq_core.cifar10 import TEST_DATA_SHA256
 from ptq_core.eval import EvalResult, predict_scores, score
 from ptq_core.formats import format_of
 from ptq_core.models import DEFAULT_MODEL, get_model
 from ptq_core.runtimes import get_runtime, runtimes_for
-from ptq_core.workspace import Workspace
+from ptq_core.workspace import ArtifactStore
 
 PREDICTIONS_DIR = "predictions"
 EVAL_MODULES = ("eval", "runtimes", "models", "predictions")
 
 
 def predictions_on_test(
-    ws: Workspace, artifact: Path, runtime: str | None = None, model: str = DEFAULT_MODEL
+    ws: ArtifactStore, artifact: Path, runtime: str | None = None, model: str = DEFAULT_MODEL
 ) -> np.ndarray:
     spec = get_model(model)
     rt = get_runtime(runtime) if runtime else runtimes_for(format_of(artifact).name)[0]
@@ -32,7 +31,7 @@ def predictions_on_test(
     key = {
         "model_sha256": sources.file_digest(artifact),
         "runtime": rt.name,
-        "data_sha256": TEST_DATA_SHA256,
+        "data_sha256": ws.data_sha256("test"),
         "code": cache.code_digest(EVAL_MODULES),
         "versions": cache.library_versions(rt.libraries),
         "model": artifact.name,
@@ -46,6 +45,8 @@ def predictions_on_test(
     return np.load(path).astype(np.int64)
 
 
-def result_on_test(ws: Workspace, artifact: Path, runtime: str | None = None, model: str = DEFAULT_MODEL) -> EvalResult:
+def result_on_test(
+    ws: ArtifactStore, artifact: Path, runtime: str | None = None, model: str = DEFAULT_MODEL
+) -> EvalResult:
     spec = get_model(model)
     return score(predictions_on_test(ws, artifact, runtime, model), ws.split("test").labels, spec.num_classes)

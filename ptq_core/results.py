@@ -21,20 +21,22 @@ from ptq_core.platform import cpu_flags, libraries_of
 from ptq_core.predictions import predictions_on_test
 from ptq_core.runtimes import runtimes_for
 from ptq_core.stats import accuracy_row
-from ptq_core.workspace import Workspace
+from ptq_core.workspace import ArtifactStore
 
 
 def _primary(fmt: str) -> str:
     return runtimes_for(fmt)[0].name
 
 
-def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
+def collect(
+    ws: ArtifactStore, cells: tuple[Cell, ...] = CELLS, max_drop: float = MAX_ACCURACY_DROP_POINTS
+) -> dict[str, Any]:
     """Build (or reuse) and evaluate every cell; everything the report and the baselines need."""
     labels = ws.split("test").labels
     calib = ws.calibration(CalibrationConfig())
     held_out = calib.held_out(len(labels))
     fmts = sorted({c.backend_spec.format for c in cells} | {"onnx"})
-    models = sorted({c.model for c in cells} | {DEFAULT_MODEL}, key=lambda m: m != DEFAULT_MODEL)
+    models = sorted({c.model for c in cells}, key=lambda m: m != DEFAULT_MODEL)
     fp32 = {(model, fmt): ws.fp32(fmt, model) for model in models for fmt in fmts}
     fp32_pred = {
         (model, fmt, rt.name): predictions_on_test(ws, path, rt.name, model)
@@ -91,7 +93,7 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
                 "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", _primary(fmt)),
                 **{k: v for k, v in primary.items() if k not in ("checked", "libraries")},
                 "runtimes": on,
-                "passes": all(r["delta_points"] >= -MAX_ACCURACY_DROP_POINTS for r in on.values() if r["checked"]),
+                "passes": all(r["delta_points"] >= -max_drop for r in on.values() if r["checked"]),
             }
         )
     for row in rows:
@@ -110,14 +112,17 @@ def collect(ws: Workspace, cells: tuple[Cell, ...] = CELLS) -> dict[str, Any]:
             "split": calib.config.split,
             "indices_sha256": hashlib.sha256(calib.indices.tobytes()).hexdigest(),
         },
-        "fp32": fp32_summary(DEFAULT_MODEL),
+        "model": models[0],
+        "fp32": fp32_summary(models[0]),
         "models": {model: fp32_summary(model) for model in models},
         "min_payload_ratio": MIN_PAYLOAD_RATIO,
+        "max_drop_points": max_drop,
         "cells": rows,
     }
 
 
-def best_cell(results: dict[str, Any], model: str = DEFAULT_MODEL) -> dict[str, Any]:
-    """The most accurate passing cell of ``model``; ties go to the smaller file."""
+def best_cell(results: dict[str, Any], model: str | None = None) -> dict[str, Any] | None:
+    """The most accurate passing cell of ``model`` (default: the first); ties go to the smaller file."""
+    model = model or results.get("model", DEFAULT_MODEL)
     passing = [r for r in results["cells"] if r["passes"] and not r["expected_failure"] and r["model"] == model]
-    return max(passing, key=lambda r: (r["correct"], -r["file_bytes"]))
+    return max(passing, key=lambda r: (r["correct"], -r["file_bytes"]), default=None)

@@ -16,7 +16,7 @@ from typing import Any
 from ptq_core import cache, sources
 from ptq_core.backends import BuildInputs
 from ptq_core.calibration import CalibrationConfig, CalibrationSet, calibration_set
-from ptq_core.cifar10 import Split, load_split
+from ptq_core.cifar10 import TEST_DATA_SHA256, Split, load_split
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, get_model
@@ -30,8 +30,67 @@ def _split(folder: Path, name: str) -> Split:
     return load_split(folder, name)
 
 
+class ArtifactStore:
+    """Builds every cell's artifact once from a store's FP32 models and calibration set (``quantized``).
+
+    A store provides ``models_dir``, ``split``, ``calibration``, ``fp32``, ``fp32_module`` and
+    ``data_sha256``: :class:`Workspace` for the registered models on CIFAR-10, ``ptq_core.user.UserStore``
+    for a user's ONNX classifier on the user's images.
+    """
+
+    models_dir: Path
+
+    def split(self, name: str = "test") -> Split:
+        raise NotImplementedError
+
+    def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
+        raise NotImplementedError
+
+    def fp32(self, fmt: str, model: str = DEFAULT_MODEL) -> Path:
+        raise NotImplementedError
+
+    def fp32_module(self, model: str = DEFAULT_MODEL) -> Any:
+        raise NotImplementedError
+
+    def data_sha256(self, name: str = "test") -> str:
+        """Digest of a split's images and labels: it keys every cached prediction made on them."""
+        raise NotImplementedError
+
+    def artifact_path(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
+        stem, ext = os.path.splitext(cell.artifact_name)
+        return self.models_dir / f"{stem}{config.suffix}{ext}"
+
+    def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
+        """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
+        backend = cell.backend_spec
+        calib = self.calibration(config)
+        fp32 = self.fp32(backend.source, cell.model)
+        common = {
+            "fp32_sha256": sources.file_digest(fp32),
+            "calibration": asdict(calib.config),
+            "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+            "code": cache.code_digest([f"backends/{backend.name}", "backends/__init__", "calibration"]),
+            "versions": cache.library_versions((*FORMATS[backend.source].libraries, *backend.libraries)),
+        }
+
+        def shared(name: str, build: Any) -> Path:
+            path = self.models_dir / SHARED_DIR / f"{cell.model}-{backend.name}-{name}"
+            path = path.with_name(f"{path.stem}{calib.config.suffix}{path.suffix}")
+            return cache.build_once(path, {"artifact": path.name, **common}, build)
+
+        inputs = BuildInputs(
+            fp32=fp32,
+            module=functools.partial(self.fp32_module, cell.model),
+            images=calib.images,
+            shared=shared,
+        )
+        path = self.artifact_path(cell, calib.config)
+        key = {"artifact": path.name, "cell": cell.id, **common}
+        return cache.build_once(path, key, lambda tmp: backend.quantize(inputs, cell, tmp))
+
+
 @dataclass(frozen=True)
-class Workspace:
+class Workspace(ArtifactStore):
     cifar10_dir: Path
     resnet8_h5: Path
     models_dir: Path
@@ -75,37 +134,12 @@ class Workspace:
             self.models_dir / name, key, lambda tmp: form.export(self.fp32_module(model), tmp, spec)
         )
 
-    def artifact_path(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
-        stem, ext = os.path.splitext(cell.artifact_name)
-        return self.models_dir / f"{stem}{config.suffix}{ext}"
+    def data_sha256(self, name: str = "test") -> str:
+        return TEST_DATA_SHA256 if name == "test" else _digest(self.split(name))
 
-    def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
-        """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
-        backend = cell.backend_spec
-        calib = self.calibration(config)
-        fp32 = self.fp32(backend.source, cell.model)
-        common = {
-            "fp32_sha256": sources.file_digest(fp32),
-            "calibration": asdict(config),
-            "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
-            "code": cache.code_digest([f"backends/{backend.name}", "backends/__init__", "calibration"]),
-            "versions": cache.library_versions((*FORMATS[backend.source].libraries, *backend.libraries)),
-        }
 
-        def shared(name: str, build: Any) -> Path:
-            path = self.models_dir / SHARED_DIR / f"{cell.model}-{backend.name}-{name}"
-            path = path.with_name(f"{path.stem}{config.suffix}{path.suffix}")
-            return cache.build_once(path, {"artifact": path.name, **common}, build)
-
-        inputs = BuildInputs(
-            fp32=fp32,
-            module=functools.partial(self.fp32_module, cell.model),
-            images=calib.images,
-            shared=shared,
-        )
-        path = self.artifact_path(cell, config)
-        key = {"artifact": path.name, "cell": cell.id, **common}
-        return cache.build_once(path, key, lambda tmp: backend.quantize(inputs, cell, tmp))
+def _digest(split: Split) -> str:
+    return hashlib.sha256(split.images.tobytes() + split.labels.astype("int64").tobytes()).hexdigest()
 
 
 def get_calibration_data(

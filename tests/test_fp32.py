@@ -72,7 +72,7 @@ def test_onnx_graph_is_clean_and_static(fp32_onnx) -> None:
     [
         ((2, 3, 32, 32), np.float32, r"shape \(N, 32, 32, 3\).*got \(2, 3, 32, 32\): transpose NCHW to NHWC"),
         ((2, 32, 32), np.float32, r"shape \(N, 32, 32, 3\)"),
-        ((2, 32, 32, 3), np.float64, r"uint8 or float32 raw pixels in \[0, 255\], got float64"),
+        ((2, 32, 32, 3), np.float64, r"uint8 or float32 images \(values 0..255\), got float64: convert"),
     ],
 )
 def test_wrong_input_gets_a_clear_error(fp32_model, shape, dtype, message) -> None:

@@ -32,7 +32,7 @@ class Stored:
 class BuildInputs:
     fp32: Path  # the FP32 model in the backend's source format
     module: Callable[[], Any]  # -> the FP32 torch.nn.Module
-    images: np.ndarray  # calibration images, float32, in the model's input layout
+    images: np.ndarray  # calibration images, in the layout and dtype the model takes
     shared: Callable[[str, Callable[[Path], None]], Path]  # build-once of an intermediate several cells share
 
 

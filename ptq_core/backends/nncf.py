@@ -42,7 +42,7 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     nncf.set_log_level(logging.ERROR)
-    images = np.ascontiguousarray(inputs.images, dtype=np.float32)
+    images = np.ascontiguousarray(inputs.images)  # in the dtype the model takes
     size = max(b for b in range(1, min(CALIB_BATCH, len(images)) + 1) if len(images) % b == 0)
     name = input_name(inputs.fp32)
     batches = [{name: batch} for batch in np.split(images, len(images) // size)]

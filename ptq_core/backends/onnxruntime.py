@@ -109,7 +109,7 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     """Pre-process, take the calibrator's shared ranges, and quantize into a QDQ model at ``out``."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    images = np.ascontiguousarray(inputs.images, dtype=np.float32)
+    images = np.ascontiguousarray(inputs.images)  # in the dtype the model takes
     ranges = inputs.shared(
         f"ranges-{cell.calibrator}.json",
         lambda tmp: save_ranges(inputs.fp32, cell.calibrator, images, input_name(inputs.fp32), tmp),

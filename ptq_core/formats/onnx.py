@@ -47,14 +47,20 @@ def export(module: Any, out: Path, model: Any) -> None:
 
 
 def _strip_metadata(proto: onnx.ModelProto, name: str) -> None:
-    """Drop the exporter's per-node provenance: it is most of the file beyond the weights."""
+    strip_provenance(proto)
+    del proto.metadata_props[:]
+    proto.graph.name = name
+
+
+def strip_provenance(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node provenance and shape annotations: they are most of the file beyond the
+    weights (66 KB in torch.onnx's MobileNetV1), and some quantizers keep them (NNCF) while others drop
+    them (ONNX Runtime), which would decide a file-size comparison."""
     graph = proto.graph
     for item in [*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer]:
         del item.metadata_props[:]
         item.doc_string = ""
     del graph.value_info[:]
-    del proto.metadata_props[:]
-    graph.name = name
 
 
 def input_name(path: Path) -> str:

@@ -1,0 +1,69 @@
+"""pytest plugin (entry point ``pytest11``): ``pytest --ptq-onnx MODEL.onnx --ptq-data DATA.npz`` runs the
+checks of ``ptq run`` on a user's classifier as parametrized tests, from any directory.
+
+Inert unless ``--ptq-onnx`` is given; then the run collects ``ptq_core/plugin_checks.py`` only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_INPUTS = pytest.StashKey[Any]()
+CHECKS_MODULE = Path(__file__).with_name("plugin_checks.py")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ptq-run", "the suite's checks on your own ONNX classifier (as `ptq run`)")
+    group.addoption("--ptq-onnx", metavar="MODEL.onnx", help="an FP32 ONNX classifier: check every cell on it")
+    group.addoption(
+        "--ptq-data", metavar="DATA.npz", help="`images` as the model takes them and `labels`: they score it"
+    )
+    group.addoption(
+        "--ptq-calibration",
+        metavar="CALIB.npz",
+        help="`images` (and `labels`) to calibrate from (default: a stratified subset of --ptq-data)",
+    )
+    group.addoption(
+        "--ptq-max-drop", metavar="POINTS", type=float, default=3.0, help="accuracy drop that fails (default 3)"
+    )
+    group.addoption(
+        "--ptq-cells",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="only cells matching the pattern, e.g. 'onnxruntime-u8s8-*' (repeatable; default: all)",
+    )
+    group.addoption("--ptq-cache", metavar="DIR", help="where built models are kept (default as `ptq run`)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    onnx = config.getoption("ptq_onnx", None)
+    if not onnx:
+        return
+    from ptq_core.errors import PTQError
+    from ptq_core.run import RunInputs, user_cells
+
+    data = config.getoption("ptq_data")
+    if not data:
+        raise pytest.UsageError("--ptq-onnx needs --ptq-data DATA.npz: the images (as the model takes them) and labels")
+    calibration, cache = config.getoption("ptq_calibration"), config.getoption("ptq_cache")
+    inputs = RunInputs(
+        Path(onnx).resolve(),
+        Path(data).resolve(),
+        Path(calibration).resolve() if calibration else None,
+        cache_dir=Path(cache).resolve() if cache else None,
+    )
+    try:
+        cells = user_cells(inputs.open(), tuple(config.getoption("ptq_cells")))
+    except PTQError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[_INPUTS] = (inputs, cells, config.getoption("ptq_max_drop"))
+    config.args[:] = [str(CHECKS_MODULE)]  # the checks of this model, not the tests of the folder it runs in
+
+
+def run_inputs(config: pytest.Config) -> Any:
+    """(RunInputs, cells, max drop) of this run."""
+    return config.stash[_INPUTS]

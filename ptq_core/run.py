@@ -1,0 +1,245 @@
+"""``ptq run``: every cell of every backend that quantizes ONNX, on a user's classifier, checked and reported.
+
+The same pieces as the suite: the backends' cells, ``ArtifactStore.quantized`` (built once, cached by
+key), the checks library, ``results.collect`` and ``render.write``. The output folder is written beside
+its final name and renamed into place, so it is never seen half-written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from ptq_core.backends import BACKENDS
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, Context, Outcome, run_checks
+from ptq_core.errors import PTQError
+from ptq_core.matrix import Cell, cells_of
+from ptq_core.predictions import predictions_on_test, result_on_test
+from ptq_core.runtimes import runtimes_for
+from ptq_core.user import DEFAULT_SAMPLES, UserStore
+
+ARTIFACTS = "artifacts"
+MARKER = "results.json"  # a folder holding it was written by ptq run (or ptq report) and may be replaced
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Everything that opens the same :class:`UserStore` again (in a build worker, too)."""
+
+    onnx: Path
+    data: Path
+    calibration: Path | None = None
+    samples: int = DEFAULT_SAMPLES
+    seed: int = 42
+    cache_dir: Path | None = None
+
+    def open(self) -> UserStore:
+        return _open(self)
+
+
+@functools.cache
+def _open(inputs: RunInputs) -> UserStore:
+    return UserStore.open(inputs.onnx, inputs.data, inputs.calibration, inputs.samples, inputs.seed, inputs.cache_dir)
+
+
+def user_cells(store: UserStore, patterns: tuple[str, ...] = ()) -> tuple[Cell, ...]:
+    """Every cell of every backend that quantizes ONNX files, optionally only those matching a pattern."""
+    cells = tuple(c for b in BACKENDS.values() if b.source == "onnx" for c in cells_of(b, store.model.name))
+    if not patterns:
+        return cells
+    chosen = tuple(c for c in cells if any(fnmatch.fnmatch(c.id.removeprefix(f"{c.model}-"), p) for p in patterns))
+    if not chosen:
+        names = ", ".join(c.id.removeprefix(f"{c.model}-") for c in cells[:3])
+        raise PTQError(f"--cells {' '.join(patterns)} matches no cell: cells are named like {names}, ...")
+    return chosen
+
+
+def context(store: UserStore, max_drop: float) -> Callable[[Cell], Context]:
+    def for_cell(cell: Cell) -> Context:
+        artifact = store.quantized(cell)
+        return Context(
+            cell=cell,
+            artifact=artifact,
+            fp32=store.fp32("onnx"),
+            evaluate=lambda path, rt: result_on_test(store, path, rt, store.model.name),
+            images=store.data.images[:64],
+            calibration=store.calib,
+            record=json.loads(artifact.with_name(artifact.name + ".key.json").read_text())["key"],
+            sibling=store.quantized,
+            max_drop=max_drop,
+        )
+
+    return for_cell
+
+
+def checks_not_run(store: UserStore) -> dict[str, str]:
+    if store.calib.labels is None:
+        return {"check_calibration_stratified": f"{store.calibration_file} has no labels to stratify by"}
+    return {}
+
+
+def _build_in_worker(inputs: RunInputs, cell: Cell) -> tuple[str, float]:
+    start = time.perf_counter()
+    inputs.open().quantized(cell)
+    return cell.id, time.perf_counter() - start
+
+
+def build(inputs: RunInputs, cells: tuple[Cell, ...], jobs: int, say: Callable[[str], None]) -> None:
+    """Build (or reuse) every cell's artifact, ``jobs`` at a time, saying which and how long each took."""
+    store = inputs.open()
+    store.fp32("onnx")
+    width = len(str(len(cells)))
+    if jobs <= 1:
+        for i, cell in enumerate(cells, 1):
+            start = time.perf_counter()
+            store.quantized(cell)
+            say(f"[{i:{width}}/{len(cells)}] built {cell.id} ({time.perf_counter() - start:.1f} s)")
+        return
+    # spawn, not fork: the parent has onnxruntime's and OpenVINO's thread pools running
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_build_in_worker, inputs, cell) for cell in cells]
+        for i, future in enumerate(as_completed(futures), 1):
+            cell_id, seconds = future.result()
+            say(f"[{i:{width}}/{len(cells)}] built {cell_id} ({seconds:.1f} s)")
+
+
+def score(store: UserStore, cells: tuple[Cell, ...], say: Callable[[str], None]) -> None:
+    """Predict every image with the FP32 model and every cell, on every runtime (cached like artifacts)."""
+    jobs = [(store.fp32("onnx"), "FP32", rt.name) for rt in runtimes_for("onnx")]
+    jobs += [(store.quantized(c), c.id, rt.name) for c in cells for rt in runtimes_for(c.backend_spec.format)]
+    width = len(str(len(jobs)))
+    labels = store.data.labels
+    for i, (path, name, rt) in enumerate(jobs, 1):
+        start = time.perf_counter()
+        accuracy = (predictions_on_test(store, path, rt, store.model.name) == labels).mean()
+        say(f"[{i:{width}}/{len(jobs)}] scored {name} on {rt}: {accuracy:.2%} ({time.perf_counter() - start:.1f} s)")
+
+
+def _stderr(line: str) -> None:
+    print(f"ptq run: {line}", file=sys.stderr, flush=True)
+
+
+def run(
+    inputs: RunInputs,
+    out: Path,
+    max_drop: float = MAX_ACCURACY_DROP_POINTS,
+    jobs: int = 1,
+    patterns: tuple[str, ...] = (),
+    say: Callable[[str], None] = _stderr,
+) -> tuple[dict[str, Any], list[Outcome]]:
+    """Build, score and check every cell; write ``out``; return the results and the check outcomes."""
+    from ptq_core.results import collect
+
+    if max_drop < 0:
+        raise PTQError(f"--max-drop {max_drop:g}: give the accuracy drop you accept, in points (e.g. 3)")
+    if jobs < 1:
+        raise PTQError(f"--jobs {jobs}: give a number of parallel builds >= 1")
+    out = Path(out)
+    _check_out(out)
+    store = inputs.open()  # every input is checked here, before anything is built or written
+    cells = user_cells(store, patterns)
+    say(
+        f"{store.model.name}: {len(store.data)} images {store.data.images.shape[1:]} {store.model.input_dtype}, "
+        f"{store.model.num_classes} classes; {len(cells)} cells; cache {store.models_dir}"
+    )
+    build(inputs, cells, jobs, say)
+    score(store, cells, say)
+    skipped = checks_not_run(store)
+    outcomes = list(run_checks(context(store, max_drop), cells, skip=skipped))
+    results = collect(store, cells, max_drop)
+    results["calibration"]["note"] = store.calibration_note
+    results["run"] = {
+        "onnx": str(store.onnx),
+        "data": str(store.data_file),
+        "calibration": str(store.calibration_file) if store.calibration_file else None,
+        "input": {"shape": list(store.model.input_shape), "dtype": store.model.input_dtype},
+        "num_classes": store.model.num_classes,
+        "max_drop_points": max_drop,
+        "checks_not_run": skipped,
+    }
+    results["checks"] = [
+        {**asdict(o), "subject": o.subject.id, "cell": o.subject.cell.id, "runtime": o.subject.runtime}
+        for o in outcomes
+    ]
+    _write(out, results)
+    return results, outcomes
+
+
+def failures(outcomes: list[Outcome]) -> list[Outcome]:
+    """Failed checks on cells not known to fail."""
+    return [o for o in outcomes if not o.passed and not o.expected_failure]
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise PTQError(
+            f"--out {out} exists and is not a ptq run output folder: name a new or empty folder (a folder "
+            f"holding {MARKER} from an earlier run is replaced)"
+        )
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    """results.json/md, plots and the artifacts, written beside ``out`` and renamed into place."""
+    from ptq_core import render
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / ARTIFACTS).mkdir(parents=True)
+        for row in results["cells"]:
+            src = Path(row["artifact"])
+            dest = tmp / ARTIFACTS / src.name
+            try:
+                os.link(src, dest)  # the cache's file, not a copy, when they share a file system
+            except OSError:
+                shutil.copyfile(src, dest)
+            row["artifact"] = f"{ARTIFACTS}/{src.name}"
+        render.write(results, tmp)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise PTQError(
+            f"cannot write --out {out} ({exc.strerror or exc}): choose a writable folder with free space"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
+    """One line per cell: accuracy on each checked runtime against FP32 there, and its checks."""
+    fp32 = results["fp32"]["runtimes"]
+    lines = ["FP32: " + ", ".join(f"{rt} {r['accuracy']:.2%}" for rt, r in fp32.items())]
+    by_cell: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_cell.setdefault(o.subject.cell.id, []).append(o)
+    for row in results["cells"]:
+        mine = by_cell.get(row["cell"], [])
+        failed = [o for o in mine if not o.passed]
+        if not failed:
+            verdict = "ok (passes a check known to fail on the suite's models)" if row["expected_failure"] else "ok"
+        elif all(o.expected_failure for o in failed):
+            verdict = "known failure (see results.md)"
+        else:
+            verdict = "FAIL: " + ", ".join(
+                sorted({o.check.removeprefix("check_") for o in failed if not o.expected_failure})
+            )
+        accs = "  ".join(
+            f"{rt} {r['accuracy']:.2%} {r['delta_points']:+.2f}" for rt, r in row["runtimes"].items() if r["checked"]
+        )
+        lines.append(f"{row['cell']:60} {accs}  {len(mine) - len(failed)}/{len(mine)} checks  {verdict}")
+    return lines

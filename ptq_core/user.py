@@ -1,0 +1,322 @@
+"""A user's own ONNX classifier and images, checked once and registered like a built-in model.
+
+``UserStore.open`` reads ``MODEL.onnx``, ``DATA.npz`` (``images``, ``labels``) and optionally
+``CALIB.npz`` (``images``, ``labels`` optional), and rejects what the suite cannot score with a
+:class:`PTQError` that names the thing and the fix. Nothing about the model is assumed: its input's
+shape, layout, dtype and range are whatever the file and the images say. The store then quantizes and
+scores the model like any registered one (``ptq_core.workspace.ArtifactStore``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptq_core import cache, sources
+from ptq_core.calibration import CalibrationConfig, CalibrationSet, stratified_indices
+from ptq_core.cifar10 import Split
+from ptq_core.errors import PTQError
+from ptq_core.models import MODELS, Model, register_model
+from ptq_core.workspace import ArtifactStore
+
+DEFAULT_SAMPLES = 200
+RUN_DIR = "run"  # under the cache folder: one sub-folder per model digest
+
+
+def _no_module(store: Any) -> Any:
+    raise PTQError("a user's ONNX model has no PyTorch module: only backends that quantize ONNX files run on it")
+
+
+def _no_weights(store: Any) -> str:
+    raise PTQError("a user's ONNX model is keyed by its file's digest")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | None, ...]  # None: symbolic (any size)
+
+    def describe(self) -> str:
+        return (
+            f"input {self.name!r} ({self.dtype}, shape ({', '.join('?' if d is None else str(d) for d in self.dims)}))"
+        )
+
+
+def read_onnx(path: Path) -> tuple[InputSpec, str, Any]:
+    """The model's one input, its first output's name and the model (external data loaded); PTQError for
+    anything but a valid ONNX model."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise PTQError(f"--onnx {path}: no such file: pass the path of your .onnx classifier")
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except (DecodeError, ValueError, onnx.checker.ValidationError, OSError) as exc:
+        raise PTQError(
+            f"--onnx {path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}): "
+            "export your classifier with torch.onnx.export (or your framework's ONNX exporter) and pass that file"
+        ) from exc
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise PTQError(
+            f"--onnx {path} takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}): ptq run scores "
+            "classifiers with one image input"
+        )
+    tensor = inputs[0].type.tensor_type
+    if not tensor.HasField("shape"):
+        raise PTQError(f"--onnx {path}: input {inputs[0].name!r} has no declared rank: export it with a static rank")
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    spec = InputSpec(inputs[0].name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims)
+    if spec.dims and spec.dims[0] not in (None, -1):
+        raise PTQError(
+            f"--onnx {path}: {spec.describe()} has a fixed batch size of {spec.dims[0]}: calibration and scoring "
+            "run batches, so export it with a dynamic batch dimension (torch.onnx.export(..., dynamic_shapes=...))"
+        )
+    return spec, proto.graph.output[0].name, proto
+
+
+def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``images`` and ``labels`` of an .npz file (no pickles), checked for being arrays of sane kinds."""
+    if not path.is_file():
+        raise PTQError(f"{what} {path}: no such file: pass an .npz holding `images` and `labels` (np.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise PTQError(
+            f"{what} {path} is not a readable .npz ({str(exc)[:160]}): save it with "
+            "np.savez(path, images=images, labels=labels)"
+        ) from exc
+    missing = [k for k in (("images", "labels") if need_labels else ("images",)) if k not in arrays]
+    if missing:
+        raise PTQError(
+            f"{what} {path} has no {' or '.join(repr(m) for m in missing)} array (it holds {sorted(arrays)}): "
+            "save it with np.savez(path, images=images, labels=labels)"
+        )
+    images, labels = arrays["images"], arrays.get("labels")
+    if labels is not None:
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise PTQError(
+                f"{what} {path}: labels must be a 1-D array of integer class ids, got {labels.dtype} {labels.shape}"
+            )
+        if len(labels) != len(images):
+            raise PTQError(f"{what} {path}: {len(images)} images but {len(labels)} labels: give one label per image")
+    if len(images) == 0:
+        raise PTQError(f"{what} {path} holds no images")
+    return images, labels
+
+
+def check_images(images: np.ndarray, spec: InputSpec, what: str) -> None:
+    """Images exactly as the model's input takes them: rank, fixed sizes, dtype, and finite values."""
+    if images.ndim != len(spec.dims) or any(
+        d not in (None, -1) and d != n for d, n in zip(spec.dims[1:], images.shape[1:], strict=True)
+    ):
+        hint = ""
+        if (
+            images.ndim == 4
+            and len(spec.dims) == 4
+            and sorted(images.shape[1:]) == sorted(d for d in spec.dims[1:] if d)
+        ):
+            hint = ": the sizes match in another order, so transpose the images to the model's layout"
+        raise PTQError(f"{what} images have shape {images.shape}, the model's {spec.describe()} does not take it{hint}")
+    if images.dtype != spec.dtype:
+        raise PTQError(
+            f"{what} images are {images.dtype}, the model's {spec.describe()} takes {spec.dtype}: save them with "
+            f"images.astype(np.{spec.dtype}) after the same preprocessing the model was trained with"
+        )
+    if images.dtype.kind == "f":
+        bad = ~np.isfinite(images)
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))
+            raise PTQError(
+                f"{what} images hold {int(bad.sum())} NaN or infinite values, in {len(rows)} images (the first is "
+                f"image {rows[0]}): remove or fix those images"
+            )
+
+
+def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise PTQError(
+            f"{what} labels run {labels.min()}..{labels.max()}, but the model answers {num_classes} classes "
+            f"(0..{num_classes - 1}): map the labels to the model's class indices"
+        )
+
+
+def num_classes_of(path: Path, spec: InputSpec, output: str, images: np.ndarray) -> int:
+    """Run the FP32 model on two images; its first output must be (N, classes) scores."""
+    from ptq_core.runtimes import onnxruntime_session
+
+    batch = images[:2]
+    try:
+        scores = onnxruntime_session(path, 1).run([output], {spec.name: batch})[0]
+    except PTQError:
+        raise
+    except Exception as exc:  # onnxruntime's own error types
+        raise PTQError(
+            f"--onnx {path} fails on the images ({type(exc).__name__}: {str(exc)[:200]}): check that they are "
+            f"what its {spec.describe()} takes"
+        ) from exc
+    if scores.ndim != 2 or scores.shape[0] != len(batch) or scores.shape[1] < 2:
+        raise PTQError(
+            f"--onnx {path}: output {output!r} has shape {scores.shape} for {len(batch)} images; ptq run needs "
+            "(N, classes) scores (logits or probabilities): end the exported graph with the classifier's scores"
+        )
+    return int(scores.shape[1])
+
+
+def _model_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.]", "_", path.stem) or "model"
+    return f"{name}_user" if name in MODELS and MODELS[name].dataset != "npz" else name
+
+
+def _layout(dims: tuple[int | None, ...]) -> str:
+    if len(dims) == 4 and dims[1] in (1, 3, 4):
+        return "NCHW"
+    if len(dims) == 4 and dims[3] in (1, 3, 4):
+        return "NHWC"
+    return "as the model's input"
+
+
+def _digest(images: np.ndarray, labels: np.ndarray | None) -> str:
+    h = hashlib.sha256(images.tobytes())
+    h.update(str((images.dtype, images.shape)).encode())
+    if labels is not None:
+        h.update(labels.astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class UserStore(ArtifactStore):
+    """A user's ONNX classifier, the images that score it and those that calibrate it."""
+
+    onnx: Path
+    onnx_sha256: str  # of the model with its external data
+    models_dir: Path  # the cache folder of this model: <cache>/run/<name>-<digest>
+    model: Model
+    data: Split
+    calib: CalibrationSet
+    data_file: Path
+    calibration_file: Path | None
+
+    @classmethod
+    def open(
+        cls,
+        onnx: str | Path,
+        data: str | Path,
+        calibration: str | Path | None = None,
+        samples: int = DEFAULT_SAMPLES,
+        seed: int = 42,
+        cache_dir: str | Path | None = None,
+    ) -> UserStore:
+        onnx, data = Path(onnx).resolve(), Path(data).resolve()
+        spec, output, proto = read_onnx(onnx)
+        images, labels = read_npz(data, "--data", need_labels=True)
+        assert labels is not None
+        check_images(images, spec, f"--data {data}")
+        classes = num_classes_of(onnx, spec, output, images)
+        check_labels(labels, classes, f"--data {data}")
+        calib_labels: np.ndarray | None = labels
+        if calibration is None:
+            calib_images, split = images, "data"
+        else:
+            calibration = Path(calibration).resolve()
+            calib_images, calib_labels = read_npz(calibration, "--calibration", need_labels=False)
+            check_images(calib_images, spec, f"--calibration {calibration}")
+            if calib_labels is not None:
+                check_labels(calib_labels, classes, f"--calibration {calibration}")
+            split = "calibration"
+        calib = _calibration_set(calib_images, calib_labels, CalibrationConfig(samples, seed, split))
+        sha = hashlib.sha256(proto.SerializeToString()).hexdigest()  # with its external data, if any
+        name = _model_name(onnx)
+        model = register_model(
+            Model(
+                name=name,
+                dataset="npz",
+                input_shape=tuple(images.shape[1:]),
+                layout=_layout(spec.dims),
+                input_range=(float(images.min()), float(images.max())),
+                num_classes=classes,
+                reference_correct=0,  # a user's model has no pinned accuracy: it is measured
+                module="user",
+                build=_no_module,
+                weights_sha256=_no_weights,
+                input_dtype=spec.dtype.name,
+                accepts=(spec.dtype.name,),
+            )
+        )
+        root = Path(cache_dir) if cache_dir else sources.cache_dir() / RUN_DIR
+        return cls(
+            onnx=onnx,
+            onnx_sha256=sha,
+            models_dir=(root / f"{name}-{sha[:12]}").resolve(),
+            model=model,
+            data=Split("data", images, labels.astype(np.int64)),
+            calib=calib,
+            data_file=data,
+            calibration_file=calibration,
+        )
+
+    def split(self, name: str = "test") -> Split:
+        return self.data
+
+    def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
+        return self.calib
+
+    def fp32(self, fmt: str, model: str = "") -> Path:
+        if fmt != "onnx":
+            raise PTQError(f"a user's model is an ONNX file; no backend that needs {fmt} runs on it")
+        dest = self.models_dir / f"{self.model.name}.onnx"
+        key = {"artifact": dest.name, "sha256": self.onnx_sha256, "code": cache.code_digest(["user", "formats/onnx"])}
+        return cache.build_once(dest, key, lambda tmp: _normalised_copy(self.onnx, tmp))
+
+    def fp32_module(self, model: str = "") -> Any:
+        return _no_module(self)
+
+    def data_sha256(self, name: str = "test") -> str:
+        return _digest(self.data.images, self.data.labels)
+
+    @property
+    def calibration_note(self) -> str:
+        c = self.calib
+        how = f"{len(c.images)} stratified" if c.labels is not None else f"{len(c.images)} randomly chosen (unlabelled)"
+        if c.config.split == "data":
+            return (
+                f"{how} images of the scored data (seed {c.config.seed}): **these images also score the model**, so "
+                "the accuracy is slightly optimistic; `held-out` accuracy leaves them out. Pass --calibration to "
+                "keep them apart."
+            )
+        return f"{how} images of {self.calibration_file} (seed {c.config.seed}), apart from the scored data."
+
+
+def _normalised_copy(src: Path, dest: Path) -> None:
+    """The model as one self-contained file (external data inlined), without the exporter's provenance:
+    the same computation, which every backend quantizes and every size is measured against."""
+    import onnx
+
+    from ptq_core.formats.onnx import strip_provenance
+
+    proto = onnx.load(str(src))
+    strip_provenance(proto)
+    onnx.save(proto, str(dest))
+
+
+def _calibration_set(images: np.ndarray, labels: np.ndarray | None, config: CalibrationConfig) -> CalibrationSet:
+    """``config.num_samples`` images (all, if fewer): stratified by label when labels are given."""
+    n = min(config.num_samples, len(images))
+    if labels is not None:
+        idx = stratified_indices(labels, n, config.seed, classes=np.unique(labels))  # the classes it holds
+    else:
+        idx = np.sort(np.random.default_rng(config.seed).choice(len(images), n, replace=False))
+    config = CalibrationConfig(n, config.seed, config.split)
+    return CalibrationSet(
+        np.ascontiguousarray(images[idx]), None if labels is None else labels[idx].astype(np.int64), idx, config
+    )

@@ -1,0 +1,297 @@
+"""``ptq run`` and the pytest plugin on a user's ONNX classifier, handed over as a user would.
+
+The model is MobileNetV1 exported as a plain ONNX file that takes NCHW float images scaled to [0, 1] and
+answers logits: nothing like the NHWC raw-pixel, softmax models the suite registers. Its data are the
+10,000 real test images in that layout; random arrays only feed the bad-input tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from ptq_core import cli
+from ptq_core.formats import FORMATS
+from ptq_core.models import MODELS
+
+pytestmark = pytest.mark.slow
+
+CELLS = ("onnxruntime-u8s8-minmax-*", "nncf-performance-fast_bias_correction-*")  # each ONNX backend's default
+
+
+@pytest.fixture(scope="session")
+def user_files(tmp_path_factory, test_split) -> dict[str, Path]:
+    """MobileNetV1 as `mobilenet_nchw.onnx` (NCHW, [0, 1], logits, weights in a .data file as torch writes
+    them), the test split as DATA.npz in that layout, and 1,000 train images as CALIB.npz."""
+    import torch
+
+    from ptq_core.mobilenet import load_weights
+
+    class NCHWLogits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = load_weights()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.logits(x.permute(0, 2, 3, 1) * 255.0)
+
+    folder = tmp_path_factory.mktemp("user")
+    torch.onnx.export(
+        NCHWLogits().eval(),
+        (torch.rand(2, 3, 32, 32),),
+        str(folder / "mobilenet_nchw.onnx"),
+        dynamo=True,
+        input_names=["pixel_values"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        verbose=False,
+    )
+    nchw = (test_split.images.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+    np.savez(folder / "data.npz", images=nchw, labels=test_split.labels)
+    return {"onnx": folder / "mobilenet_nchw.onnx", "data": folder / "data.npz", "folder": folder}
+
+
+@pytest.fixture(scope="session")
+def calib_npz(user_files, ws) -> Path:
+    train = ws.split("train")
+    path = user_files["folder"] / "calib.npz"
+    np.savez(path, images=(train.images[:1000].transpose(0, 3, 1, 2) / 255.0).astype(np.float32))  # no labels
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("run_cache")
+
+
+def ptq_run(capsys, *args: object) -> tuple[int, str]:
+    try:
+        status = cli.main(["run", *map(str, args)])
+    except SystemExit as exc:  # argparse / PTQError exits
+        status = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+@pytest.fixture(scope="session")
+def default_run(user_files, run_cache, tmp_path_factory) -> tuple[int, str, Path]:
+    out = tmp_path_factory.mktemp("reports") / "mobilenet_nchw"
+    args = ["--onnx", user_files["onnx"], "--data", user_files["data"], "--out", out, "--cache", run_cache]
+    status = cli.main(["run", *map(str, args), "--cells", *CELLS])
+    return status, "", out
+
+
+def test_run_on_a_user_model_writes_the_report_schema_with_8bit_artifacts(default_run) -> None:
+    status, _, out = default_run
+    assert status == 0
+    results = json.loads((out / "results.json").read_text())
+    # the same weights as the registered MobileNetV1, so the same accuracy up to x/255*255 rounding
+    # (measured: 8614 both); a wrong layout or scale would land far away
+    assert abs(results["fp32"]["correct"] - MODELS["mobilenetv1"].reference_correct) <= 10
+    assert results["fp32"]["accuracy"] == results["fp32"]["correct"] / 10_000
+    assert {r["backend"] for r in results["cells"]} == {"onnxruntime", "nncf"}
+    for row in results["cells"]:
+        assert 0 <= row["accuracy"] <= 1 and row["correct"] == round(row["accuracy"] * 10_000)
+        artifact = out / row["artifact"]
+        found = FORMATS["onnx"].inspect(artifact)
+        assert found.weight_ops == found.quantized_weight_ops == 20, row["cell"]  # 19 convs + the classifier
+        assert row["delta_points"] >= -3.0
+    assert not [c for c in results["checks"] if not c["passed"]]
+    assert list(out.parent.iterdir()) == [out]  # no temporary folder left beside it
+
+
+def test_calibrating_from_the_scored_images_is_said_and_held_out_accuracy_given(default_run) -> None:
+    _, _, out = default_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["calibration"]["split"] == "data"
+    text = (out / "results.md").read_text()
+    assert "these images also score the model" in text and "| held-out |" in text
+    held_out = results["fp32"]["heldout_accuracy"]
+    assert held_out != results["fp32"]["accuracy"]  # 200 of the 10,000 images left out
+
+
+def test_a_calibration_file_without_labels_calibrates_apart(user_files, calib_npz, run_cache, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    status, text = ptq_run(
+        capsys, "--onnx", user_files["onnx"], "--data", user_files["data"], "--calibration", calib_npz,
+        "--out", out, "--cache", run_cache, "--cells", "onnxruntime-u8s8-minmax-per_channel",
+    )  # fmt: skip
+    assert status == 0, text
+    results = json.loads((out / "results.json").read_text())
+    assert results["calibration"]["split"] == "calibration"
+    assert results["run"]["checks_not_run"] == {
+        "check_calibration_stratified": f"{calib_npz} has no labels to stratify by"
+    }
+    assert "apart from the scored data" in (out / "results.md").read_text()
+
+
+def test_a_cell_beyond_max_drop_exits_1_naming_it(user_files, default_run, run_cache, tmp_path, capsys) -> None:
+    status, text = ptq_run(
+        capsys, "--onnx", user_files["onnx"], "--data", user_files["data"], "--out", tmp_path / "out",
+        "--cache", run_cache, "--cells", "onnxruntime-u8s8-minmax-per_tensor", "--max-drop", "0",
+    )  # fmt: skip
+    assert status == 1
+    assert "FAILED check_accuracy_vs_fp32 mobilenet_nchw-onnxruntime-u8s8-minmax-per_tensor on onnxruntime" in text
+
+
+def _tiny_onnx(path: Path, batch: int | str = "N", reduce_to_2d: bool = True) -> Path:
+    """A (batch, 3, 32, 32) -> (batch, 3) model (mean per channel), or (batch, 3, 1, 1) without the flatten."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1, axes=[2, 3])]
+    if reduce_to_2d:
+        nodes.append(helper.make_node("Flatten", ["m"], ["y"]))
+    out_shape = [batch, 3] if reduce_to_2d else [batch, 3, 1, 1]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 32, 32])],
+        [helper.make_tensor_value_info("y" if reduce_to_2d else "m", TensorProto.FLOAT, out_shape)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _data(path: Path, images: np.ndarray | None = None, labels: np.ndarray | None = None, **extra) -> Path:
+    rng = np.random.default_rng(0)
+    images = rng.random((20, 3, 32, 32), dtype=np.float32) if images is None else images
+    labels = np.arange(20) % 3 if labels is None else labels
+    np.savez(path, images=images, labels=labels, **extra)
+    return path
+
+
+def _garbage(d: Path) -> Path:
+    (d / "m.onnx").write_bytes(b"not a model")
+    return d / "m.onnx"
+
+
+def _unlabelled(d: Path) -> Path:
+    np.savez(d / "x.npz", images=np.zeros((20, 3, 32, 32), np.float32))
+    return d / "x.npz"
+
+
+# case: (model maker or None for the tiny model, data maker or None for good random data, expected message)
+BAD_INPUTS = {
+    "not an onnx file": (_garbage, None, "not a valid ONNX model"),
+    "fixed batch": (lambda d: _tiny_onnx(d / "m.onnx", batch=1), None, "fixed batch size of 1: .*dynamic batch"),
+    "output not (N, classes)": (
+        lambda d: _tiny_onnx(d / "m.onnx", reduce_to_2d=False),
+        None,
+        r"output 'm' has shape \(2, 3, 1, 1\).*\(N, classes\)",
+    ),
+    "NHWC images for an NCHW model": (
+        None,
+        lambda d: _data(d / "x.npz", np.zeros((20, 32, 32, 3), np.float32)),
+        "transpose the images to the model's layout",
+    ),
+    "float64 images": (
+        None,
+        lambda d: _data(d / "x.npz", np.zeros((20, 3, 32, 32))),
+        r"float64.*astype\(np.float32\)",
+    ),
+    "NaN images": (
+        None,
+        lambda d: _data(d / "x.npz", np.full((20, 3, 32, 32), np.nan, np.float32)),
+        r"61440 NaN or infinite values, in 20 images \(the first is image 0\)",
+    ),
+    "labels out of range": (
+        None,
+        lambda d: _data(d / "x.npz", labels=np.arange(20) % 5),
+        r"labels run 0..4, but the model answers 3 classes",
+    ),
+    "fewer labels than images": (
+        None,
+        lambda d: _data(d / "x.npz", labels=np.zeros(19, int)),
+        "20 images but 19 labels",
+    ),
+    "float labels": (None, lambda d: _data(d / "x.npz", labels=np.zeros(20)), "1-D array of integer class ids"),
+    "no labels": (None, _unlabelled, r"has no 'labels' array \(it holds \['images'\]\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exits_2_naming_the_fix_and_writes_nothing(case, tmp_path, capsys) -> None:
+    import re
+
+    make_model, make_data, message = BAD_INPUTS[case]
+    model = make_model(tmp_path) if make_model else _tiny_onnx(tmp_path / "m.onnx")
+    data = make_data(tmp_path) if make_data else _data(tmp_path / "x.npz")
+    out = tmp_path / "report"
+    status, text = ptq_run(capsys, "--onnx", model, "--data", data, "--out", out, "--cache", tmp_path / "cache")
+    assert status == 2
+    assert re.search(message, text), text
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_folder_that_is_not_a_run_output_is_never_overwritten(tmp_path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    status, text = ptq_run(
+        capsys, "--onnx", _tiny_onnx(tmp_path / "m.onnx"), "--data", _data(tmp_path / "x.npz"), "--out", out
+    )
+    assert status == 2 and "is not a ptq run output folder" in text
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_write_leaves_the_earlier_report_whole(
+    user_files, default_run, run_cache, tmp_path, capsys, monkeypatch
+) -> None:
+    from ptq_core import render
+
+    out = tmp_path / "out"
+    args = ("--onnx", user_files["onnx"], "--data", user_files["data"], "--out", out, "--cache", run_cache,
+            "--cells", "onnxruntime-u8s8-minmax-per_channel")  # fmt: skip
+    assert ptq_run(capsys, *args)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def half_written(results, folder):
+        (folder / "results.json").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(render, "write", half_written)
+    status, text = ptq_run(capsys, *args)
+    assert status == 2 and "No space left on device" in text
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_parallel_builds_give_the_same_artifacts(user_files, run_cache, tmp_path) -> None:
+    from ptq_core.run import RunInputs, build
+    from ptq_core.sources import file_digest
+
+    cells_wanted = ("onnxruntime-u8s8-entropy-per_channel", "onnxruntime-u8s8-entropy-per_tensor")
+    digests = []
+    for jobs, cache in ((2, tmp_path / "parallel"), (1, tmp_path / "serial")):
+        from ptq_core.run import user_cells
+
+        inputs = RunInputs(user_files["onnx"], user_files["data"], cache_dir=cache)
+        cells = user_cells(inputs.open(), cells_wanted)
+        lines: list[str] = []
+        build(inputs, cells, jobs, lines.append)
+        assert len(lines) == 2 and all("built" in line for line in lines)
+        digests.append([file_digest(inputs.open().quantized(c)) for c in cells])
+    assert digests[0] == digests[1]
+
+
+def test_the_pytest_plugin_runs_the_checks_from_any_folder(user_files, default_run, run_cache, tmp_path) -> None:
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ptq-onnx", str(user_files["onnx"]),
+        "--ptq-data", str(user_files["data"]), "--ptq-cache", str(run_cache),
+        "--ptq-cells", "onnxruntime-u8s8-minmax-per_channel",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTEST_ADDOPTS": ""}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "11 passed" in done.stdout  # 5 checks on the artifact, 3 on each of 2 runtimes
+    bad = subprocess.run(
+        [*command[:7], str(tmp_path / "missing.onnx"), "--ptq-data", str(user_files["data"])],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode == 4 and "missing.onnx: no such file" in bad.stderr
