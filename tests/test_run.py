@@ -28,48 +28,65 @@ CELLS = ("onnxruntime-u8s8-minmax-*", "nncf-performance-fast_bias_correction-*")
 
 
 @pytest.fixture(scope="session")
-def user_files(tmp_path_factory, test_split) -> dict[str, Path]:
-    """MobileNetV1 as `mobilenet_nchw.onnx` (NCHW, [0, 1], logits, weights in a .data file as torch writes
-    them), the test split as DATA.npz in that layout, and 1,000 train images as CALIB.npz."""
-    import torch
+def user_files(ws, test_split) -> dict[str, Path]:
+    """MobileNetV1 as `mobilenet_nchw.onnx` (NCHW, [0, 1], logits) and the test split as DATA.npz in that
+    layout, built once into the models folder (xdist workers and later runs share them)."""
+    from ptq_core import cache
+    from ptq_core.cifar10 import TEST_DATA_SHA256
+    from ptq_core.mobilenet import WEIGHTS_SHA256
 
-    from ptq_core.mobilenet import load_weights
+    folder = ws.models_dir / "user-fixture"
+    recipe = {"recipe": "MobileNetV1, NCHW float in [0, 1], logits, dynamic batch", "test": Path(__file__).name}
 
-    class NCHWLogits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = load_weights()
+    def export(tmp: Path) -> None:
+        import torch
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net.logits(x.permute(0, 2, 3, 1) * 255.0)
+        from ptq_core.mobilenet import load_weights
 
-    folder = tmp_path_factory.mktemp("user")
-    torch.onnx.export(
-        NCHWLogits().eval(),
-        (torch.rand(2, 3, 32, 32),),
-        str(folder / "mobilenet_nchw.onnx"),
-        dynamo=True,
-        input_names=["pixel_values"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        verbose=False,
+        class NCHWLogits(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = load_weights()
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net.logits(x.permute(0, 2, 3, 1) * 255.0)
+
+        torch.onnx.export(
+            NCHWLogits().eval(),
+            (torch.rand(2, 3, 32, 32),),
+            str(tmp),
+            dynamo=True,
+            external_data=False,
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
+
+    def save_data(tmp: Path) -> None:
+        nchw = (test_split.images.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+        with open(tmp, "wb") as f:
+            np.savez(f, images=nchw, labels=test_split.labels)
+
+    versions = cache.library_versions(("torch", "onnxscript", "onnx"))
+    onnx_path = cache.build_once(
+        folder / "mobilenet_nchw.onnx", {**recipe, "weights": WEIGHTS_SHA256, "versions": versions}, export
     )
-    nchw = (test_split.images.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
-    np.savez(folder / "data.npz", images=nchw, labels=test_split.labels)
-    return {"onnx": folder / "mobilenet_nchw.onnx", "data": folder / "data.npz", "folder": folder}
+    data = cache.build_once(folder / "data.npz", {**recipe, "data": TEST_DATA_SHA256}, save_data)
+    return {"onnx": onnx_path, "data": data}
 
 
 @pytest.fixture(scope="session")
-def calib_npz(user_files, ws) -> Path:
+def calib_npz(ws, tmp_path_factory) -> Path:
     train = ws.split("train")
-    path = user_files["folder"] / "calib.npz"
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
     np.savez(path, images=(train.images[:1000].transpose(0, 3, 1, 2) / 255.0).astype(np.float32))  # no labels
     return path
 
 
 @pytest.fixture(scope="session")
-def run_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("run_cache")
+def run_cache(ws) -> Path:
+    return ws.models_dir / "run"  # keyed like every artifact: shared by workers and runs
 
 
 def ptq_run(capsys, *args: object) -> tuple[int, str]:
@@ -266,7 +283,7 @@ def test_parallel_builds_give_the_same_artifacts(user_files, run_cache, tmp_path
     from ptq_core.run import RunInputs, build
     from ptq_core.sources import file_digest
 
-    cells_wanted = ("onnxruntime-u8s8-entropy-per_channel", "onnxruntime-u8s8-entropy-per_tensor")
+    cells_wanted = ("onnxruntime-u8s8-minmax-per_channel", "onnxruntime-u8s8-minmax-per_tensor")
     digests = []
     for jobs, cache in ((2, tmp_path / "parallel"), (1, tmp_path / "serial")):
         from ptq_core.run import user_cells
