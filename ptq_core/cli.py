@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,quantize,evaluate,report,run,compare}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{prepare,quantize,evaluate,report,run,bench,compare}"
+    )
 
     prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
     _source_args(prepare)
@@ -118,6 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="also replace the README's results section with this table and plot",
     )
     _source_args(report)
+
+    bench = sub.add_parser(
+        "bench",
+        help="every runtime x each backend's default cell, batch 1/256, 1/2 threads: speed, fraction of int8 peak",
+        description="Times FP32 and each backend's default cell on every runtime (ONNX Runtime, OpenVINO f32, "
+        "OpenVINO's default precision, OpenVINO's throughput hint with one stream per thread, Inductor for .pt2) "
+        "in interleaved rounds, scores each deployment on the 10,000 test images as it runs, and names the fastest "
+        "one within the allowed accuracy drop. Needs a quiet machine: about 3 minutes on 2 cores.",
+    )
+    bench.add_argument("--model", default=DEFAULT_MODEL, choices=tuple(MODELS))
+    bench.add_argument("--rounds", type=int, default=7, help="interleaved rounds per group (default 7)")
+    bench.add_argument("--out", type=Path, help="also write bench.json and bench.md into this folder")
+    bench.add_argument(
+        "--ort-attempts",
+        action="store_true",
+        help="also time what else ONNX Runtime can do with the u8s8 cell (QOperator, uint8 input, spinning) "
+        "and profile it per op type",
+    )
+    _source_args(bench)
 
     run = sub.add_parser(
         "run",
@@ -296,6 +317,28 @@ def _compare(args: argparse.Namespace) -> None:
         )
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from ptq_core import deploy
+
+    ws = _workspace(args)
+    result = deploy.measure(ws, args.model, rounds=args.rounds)
+    text = deploy.markdown(result)
+    if args.ort_attempts:
+        import numpy as np
+
+        from ptq_core.matrix import Cell
+
+        result["ort_attempts"] = deploy.ort_attempts(ws, args.model, rounds=args.rounds)
+        images = np.ascontiguousarray(ws.split("test").images[:256], dtype=np.float32)
+        result["ort_profile"] = deploy.op_profile(ws.quantized(Cell("onnxruntime", "u8s8", model=args.model)), images)
+        text += "\n" + deploy.attempts_markdown(result["ort_attempts"], result["ort_profile"])
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
+        (args.out / "bench.md").write_text(text)
+
+
 def _run(args: argparse.Namespace) -> int:
     from ptq_core.run import RunInputs, failures, run, summary
 
@@ -315,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {
             "run": _run,
+            "bench": _bench,
             "prepare": _prepare,
             "quantize": _quantize,
             "evaluate": _evaluate,

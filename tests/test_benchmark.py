@@ -391,3 +391,72 @@ def test_target_pytorch(benchmark, torch_model, images, report, batch: int) -> N
     assert over_eager >= TORCH_UINT8_TARGET, (
         f"compiled uint8 ran {over_eager:.2f}x FP32 eager (target {TORCH_UINT8_TARGET}x)"
     )
+
+
+# ------------------------------------------------------------------------------ deployment goals (issue: 3.0x, 1.5x)
+
+# The fastest 8-bit deployment within the accuracy drop, over ORT FP32 in the same interleaved rounds
+# (ptq_core/deploy.py; `ptq bench` prints the whole table). Unmet goals carry the figure measured here
+# (AMD EPYC Zen 5, 2 cores; onnxruntime 1.32, openvino 2026.4; `ptq bench --ort-attempts`).
+DEPLOY_GOALS = {(256, 1): 3.0, (256, 2): 3.0, (1, 1): 1.5, (1, 2): 1.5}
+# On 2 threads the figure straddles the goal from run to run, so these are xfail but not strict: a pass is
+# not news and a failure is not either; the ranges are what four `ptq bench` runs measured.
+DEPLOY_STRADDLES = {
+    (256, 2): "measured 2.85-3.16x (NNCF's cell on OpenVINO; throughput hint 2.85-3.01x)",
+    (1, 2): "measured 1.48-1.50x (ORT u8s8; OpenVINO's per-call overhead keeps it at 1.1-1.2x at batch 1)",
+}
+DEPLOY_XFAIL: dict[Any, str] = {}
+ORT_GOAL = 2.5  # ONNX Runtime alone, batch 256
+ORT_XFAIL = {
+    1: "measured 1.92-1.99x (u8s8 and NNCF cells), 2.01-2.03x with uint8 input, 1.96-2.00x QOperator; "
+    "QLinearConv is 95 % of the time at ~32 % of the int8 peak (ptq bench --ort-attempts)",
+    2: "measured 1.34-1.65x; with spinning threads 2.15x, but against FP32 spinning, itself slower at batch 256 "
+    "on 2 cores (ptq bench --ort-attempts)",
+}
+
+
+@pytest.fixture(scope="module")
+def deployments_scored(ws):  # type: ignore[no-untyped-def]
+    from ptq_core import deploy
+
+    deps = deploy.deployments(ws)
+    return deps, deploy.scores(ws, deps), deploy.macs_of(ws)
+
+
+def _goal_param(batch: int, threads: int, reasons: dict[Any, str], key: Any):  # type: ignore[no-untyped-def]
+    marks = [pytest.mark.xfail(reason=reasons[key], strict=True)] if key in reasons else []
+    if reasons is DEPLOY_XFAIL and key in DEPLOY_STRADDLES:
+        marks = [pytest.mark.xfail(reason=DEPLOY_STRADDLES[key], strict=False)]
+    return pytest.param(batch, threads, id=f"b{batch}-t{threads}", marks=marks)
+
+
+def _timed_rows(benchmark, deployments_scored, ws, batch: int, threads: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    from ptq_core import deploy
+
+    deps, scored, macs = deployments_scored
+    timer = deploy.group_timer(deps, ws.split("test").images, batch, threads)
+    benchmark.group = "deployment goals (one round: every deployment interleaved)"
+    benchmark.pedantic(timer.round, rounds=ROUNDS, iterations=1)
+    rows = deploy.group_rows(timer, deps, batch, threads, macs, scored)
+    benchmark.extra_info.update(rows=rows)
+    return rows
+
+
+@pytest.mark.parametrize(("batch", "threads"), [_goal_param(b, t, DEPLOY_XFAIL, (b, t)) for b, t in DEPLOY_GOALS])
+def test_goal_fastest_honest_8bit_deployment(benchmark, deployments_scored, ws, batch: int, threads: int) -> None:  # type: ignore[no-untyped-def]
+    from ptq_core import deploy
+
+    rows = _timed_rows(benchmark, deployments_scored, ws, batch, threads)
+    best = deploy.fastest(rows)[f"b{batch}-t{threads}"]
+    goal = DEPLOY_GOALS[(batch, threads)]
+    assert best["vs_ort_fp32"] >= goal, (
+        f"fastest honest 8-bit deployment at batch {batch}, {threads} thread(s): {best['model']} on "
+        f"{best['runtime']}, {best['vs_ort_fp32']:.2f}x ORT FP32 (goal {goal}x)"
+    )
+
+
+@pytest.mark.parametrize(("batch", "threads"), [_goal_param(256, t, ORT_XFAIL, t) for t in (1, 2)])
+def test_goal_onnxruntime_alone(benchmark, deployments_scored, ws, batch: int, threads: int) -> None:  # type: ignore[no-untyped-def]
+    rows = _timed_rows(benchmark, deployments_scored, ws, batch, threads)
+    best = max((r for r in rows if r["honest"] and r["runtime"] == "onnxruntime"), key=lambda r: r["vs_ort_fp32"])
+    assert best["vs_ort_fp32"] >= ORT_GOAL, f"ONNX Runtime's best 8-bit cell: {best['vs_ort_fp32']:.2f}x (goal 2.5x)"

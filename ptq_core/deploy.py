@@ -1,0 +1,469 @@
+"""The fastest honest 8-bit deployment: every runtime with FP32 and each backend's default cell, timed together.
+
+For each (batch, threads) group every deployment runs in the same interleaved rounds (``PairedTimer``), so
+its ratio to ONNX Runtime FP32 is measured under the same load. Each deployment is also scored on the
+10,000 test images exactly as it was timed: "honest" means within the suite's accuracy drop of FP32 on
+the same runtime. ``ptq bench`` writes the table; ``tests/test_deploy_goals.py`` holds the goals.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, known_failure
+from ptq_core.matrix import Cell
+from ptq_core.models import DEFAULT_MODEL
+from ptq_core.speed import PairedTimer, count_macs, float_images
+
+REFERENCE = ("onnxruntime", "fp32")
+BATCHES, THREADS = (1, 256), (1, 2)
+OV_THROUGHPUT = "openvino_throughput"  # OpenVINO's throughput hint: one stream per thread, the batch split across
+
+
+@dataclass(frozen=True)
+class Deployment:
+    runtime: str  # onnxruntime, openvino (f32 hint), openvino_default (bf16 where the CPU has it), inductor, ...
+    model: str  # "fp32" or a cell id
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} on {self.runtime}"
+
+    @property
+    def fp32_twin(self) -> tuple[str, str]:
+        """The FP32 deployment it is compared with: FP32 on the same runtime."""
+        return (self.runtime, "fp32")
+
+    def applies(self, batch: int, threads: int) -> bool:
+        return self.runtime != OV_THROUGHPUT or (threads > 1 and batch > 1)
+
+
+def deployments(ws: Any, model: str = DEFAULT_MODEL) -> list[Deployment]:
+    from ptq_core.backends import BACKENDS
+
+    onnx_runtimes = ("onnxruntime", "openvino", "openvino_default", OV_THROUGHPUT)
+    rows = [Deployment(rt, "fp32", ws.fp32("onnx", model)) for rt in onnx_runtimes]
+    rows.append(Deployment("inductor", "fp32", ws.fp32("pt2", model)))
+    for backend in BACKENDS.values():
+        cell = Cell(backend.name, model=model)
+        path = ws.quantized(cell)
+        for rt in onnx_runtimes if backend.format == "onnx" else ("inductor",):
+            rows.append(Deployment(rt, cell.id, path))
+    return rows
+
+
+def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(x) -> scores`` for ``d`` on batches of ``batch`` images with ``threads`` threads."""
+    from ptq_core.runtimes import openvino_model
+
+    if d.runtime == "onnxruntime":
+        session = _ort_session(d.path, threads, spinning=False)
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if d.runtime in ("openvino", "openvino_default"):
+        request = openvino_model(d.path, threads, "f32" if d.runtime == "openvino" else None).create_infer_request()
+        return lambda x: np.array(request.infer({0: x})[0], copy=True)
+    if d.runtime == OV_THROUGHPUT:
+        return _openvino_throughput(d.path, threads)
+    if d.runtime == "inductor":
+        return _inductor(d.path, threads, batch)
+    raise ValueError(f"unknown deployment runtime {d.runtime}")
+
+
+def _ort_session(path: Path, threads: int, spinning: bool, **options: str) -> Any:
+    """An ONNX Runtime session whose idle threads sleep instead of spinning (``spinning=False``): spinning
+    threads left by one deployment take the cores the next one in the same rounds is timed on."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    for key, value in options.items():
+        so.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _openvino_throughput(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(path),
+        "CPU",
+        {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": threads,
+            "INFERENCE_PRECISION_HINT": "f32",
+            "ENABLE_CPU_PINNING": False,
+        },
+    )
+    streams = int(compiled.get_property("NUM_STREAMS"))
+    queue = ov.AsyncInferQueue(compiled, streams)
+    outs: dict[int, np.ndarray] = {}
+
+    def done(request: Any, i: int) -> None:
+        outs[i] = np.array(request.get_output_tensor(0).data, copy=True)
+
+    queue.set_callback(done)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        parts = np.array_split(x, streams)
+        for i, part in enumerate(parts):
+            queue.start_async({0: part}, i)
+        queue.wait_all()
+        return np.concatenate([outs[i] for i in range(len(parts))])
+
+    return run
+
+
+def _inductor(path: Path, threads: int, batch: int) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    from ptq_core.models import get_model
+    from ptq_core.speed import compile_for
+
+    compiled = _compiled(path)
+    torch.set_num_threads(threads)
+    shape = get_model(_model_of(path)).input_shape
+    compile_for(compiled, torch.zeros((batch, *shape)))  # one shape per batch size (dynamic=False)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            out: np.ndarray = compiled(torch.from_numpy(x)).numpy()
+        return out
+
+    return run
+
+
+def _model_of(path: Path) -> str:
+    from ptq_core.models import MODELS
+
+    return next(m for m in sorted(MODELS, key=len, reverse=True) if path.name.startswith(m))
+
+
+@functools.cache
+def _compiled(path: Path) -> Any:
+    import torch
+
+    from ptq_core.formats import pt2
+
+    return torch.compile(pt2.load(path).module(), dynamic=False)
+
+
+def accuracy(d: Deployment, images: np.ndarray, labels: np.ndarray, threads: int = 1, batch: int = 256) -> float:
+    """Top-1 accuracy of the deployment as it runs, in batches of ``batch`` (the last one padded)."""
+    run = runner(d, threads, batch)
+    hits = 0
+    for start in range(0, len(images), batch):
+        chunk = float_images(images[start : start + batch])
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        hits += int((run(chunk)[:n].argmax(1) == labels[start : start + n]).sum())
+    return hits / len(images)
+
+
+def group_timer(deps: list[Deployment], images: np.ndarray, batch: int, threads: int) -> PairedTimer:
+    """Every deployment that applies to (batch, threads), ready for interleaved rounds on the first images."""
+    x = np.ascontiguousarray(float_images(images[:batch]))
+    return PairedTimer(
+        {d.name: functools.partial(runner(d, threads, batch), x) for d in deps if d.applies(batch, threads)}
+    )
+
+
+def group_rows(
+    timer: PairedTimer, deps: list[Deployment], batch: int, threads: int, macs: int, scored: dict[Any, Any]
+) -> list[dict[str, Any]]:
+    from ptq_core.cpu_peak import int8_peak
+
+    peak = int8_peak()
+    reference = f"{REFERENCE[1]} on {REFERENCE[0]}"
+    rows = []
+    for d in deps:
+        if d.name not in timer.fns:
+            continue
+        per_s = batch / timer.median_seconds(d.name)
+        rows.append(
+            {
+                "runtime": d.runtime,
+                "model": d.model,
+                "batch": batch,
+                "threads": threads,
+                "images_per_s": per_s,
+                "gmac_per_s": per_s * macs / 1e9,
+                "vs_ort_fp32": timer.speedup(d.name, over=reference),
+                "peak_fraction": per_s * macs / 1e9 / (peak.gmacs_per_core * threads)
+                if peak and d.model != "fp32"
+                else None,
+                **scored[(d.runtime, d.model)],
+            }
+        )
+    return rows
+
+
+def macs_of(ws: Any, model: str = DEFAULT_MODEL) -> int:
+    return count_macs(ws.fp32_module(model), _input_shape(model))
+
+
+def measure(
+    ws: Any,
+    model: str = DEFAULT_MODEL,
+    batches: tuple[int, ...] = BATCHES,
+    threads: tuple[int, ...] = THREADS,
+    rounds: int = 7,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every deployment at every batch and thread count; ratios to ORT FP32 from the same interleaved rounds."""
+    from ptq_core.cpu_peak import int8_peak
+
+    macs, peak = macs_of(ws, model), int8_peak()
+    test = ws.split("test")
+    deps = deployments(ws, model)
+    say(f"scoring {len(deps)} deployments on {len(test)} test images as they run")
+    scored = scores(ws, deps, model)
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        for t in threads:
+            timer = group_timer(deps, test.images, batch, t)
+            say(f"batch {batch}, {t} thread(s): {len(timer.fns)} deployments, {rounds} interleaved rounds")
+            for _ in range(rounds):
+                timer.round()
+            rows += group_rows(timer, deps, batch, t, macs, scored)
+    return {
+        "model": model,
+        "macs_per_image": macs,
+        "peak": None
+        if peak is None
+        else {**peak.__dict__, "gmacs_per_core": peak.gmacs_per_core, "formula": peak.formula},
+        "rows": rows,
+        "fastest": fastest(rows),
+    }
+
+
+def _input_shape(model: str) -> tuple[int, ...]:
+    from ptq_core.models import get_model
+
+    return get_model(model).input_shape
+
+
+def scores(ws: Any, deps: list[Deployment], model: str = DEFAULT_MODEL) -> dict[Any, Any]:
+    """Accuracy of each deployment as deployed, and whether it is within the allowed drop of its FP32 twin."""
+    test = ws.split("test")
+    acc = {(d.runtime, d.model): accuracy(d, test.images, test.labels) for d in deps}
+    out = {}
+    for d in deps:
+        fp32 = acc[d.fp32_twin]
+        drop = (fp32 - acc[(d.runtime, d.model)]) * 100
+        cell = next((c for c in _default_cells(model) if c.id == d.model), None)
+        known = cell is not None and known_failure(cell, "check_accuracy_vs_fp32", None) is not None
+        out[(d.runtime, d.model)] = {
+            "accuracy": acc[(d.runtime, d.model)],
+            "drop_points": drop,
+            "honest": d.model != "fp32" and drop <= MAX_ACCURACY_DROP_POINTS and not known,
+        }
+    return out
+
+
+def _default_cells(model: str) -> tuple[Cell, ...]:
+    from ptq_core.backends import BACKENDS
+
+    return tuple(Cell(b, model=model) for b in BACKENDS)
+
+
+def fastest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (batch, threads): the fastest 8-bit deployment within the accuracy drop, and its ratio to ORT FP32."""
+    best: dict[str, Any] = {}
+    for row in rows:
+        if not row.get("honest"):
+            continue
+        key = f"b{row['batch']}-t{row['threads']}"
+        if key not in best or row["vs_ort_fp32"] > best[key]["vs_ort_fp32"]:
+            best[key] = row
+    return best
+
+
+def markdown(bench: dict[str, Any]) -> str:
+    peak = bench["peak"]
+    lines = [
+        f"Deployments of {bench['model']} ({bench['macs_per_image']:,} MACs per image), timed in interleaved rounds "
+        "per batch and thread count; `vs ORT FP32` is the median per-round ratio to ONNX Runtime FP32 in the same "
+        "rounds. Every ONNX Runtime session lets idle threads sleep: spinning ones would take the cores of the "
+        "deployment timed next.",
+        "",
+        "int8 peak: "
+        + (peak["formula"] if peak else "unknown (no AVX-512 VNNI, or no C compiler for the probe)")
+        + "; `of peak` = GMAC/s / (peak per core x threads), for 8-bit deployments.",
+        "",
+        "| batch | threads | runtime | model | images/s | GMAC/s | vs ORT FP32 | of peak | accuracy | Δ pts vs FP32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(bench["rows"], key=lambda r: (r["batch"], r["threads"], -r["images_per_s"])):
+        peak_text = f"{r['peak_fraction']:.0%}" if r["peak_fraction"] is not None else "-"
+        lines.append(
+            f"| {r['batch']} | {r['threads']} | {r['runtime']} | {r['model']} | {r['images_per_s']:,.0f} | "
+            f"{r['gmac_per_s']:.0f} | {r['vs_ort_fp32']:.2f}x | {peak_text} | {r['accuracy']:.2%} | "
+            f"{-r['drop_points']:+.2f} |"
+        )
+    lines += ["", "Fastest 8-bit deployment within the allowed accuracy drop of its FP32:", ""]
+    for key, r in sorted(bench["fastest"].items()):
+        lines.append(
+            f"- {key}: **{r['model']} on {r['runtime']}**, {r['vs_ort_fp32']:.2f}x ORT FP32, {r['accuracy']:.2%}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def uint8_input(qdq: Path, out: Path) -> None:
+    """The QDQ model taking the raw uint8 pixels: the QuantizeLinear of the input is dropped, which is exact
+    only when it maps pixels to themselves (scale 1, zero point 0: minmax over [0, 255] gives exactly that)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from ptq_core.formats.onnx import MOVE_OPS
+
+    proto = onnx.load(str(qdq))
+    g = proto.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    tensor = g.input[0].name
+    moved = []  # tensors between the input and its QuantizeLinear: uint8 now
+    consumers = [n for n in g.node if tensor in n.input]
+    while len(consumers) == 1 and consumers[0].op_type in MOVE_OPS:
+        tensor = consumers[0].output[0]
+        moved.append(tensor)
+        consumers = [n for n in g.node if tensor in n.input]
+    (q,) = consumers
+    scale, zero = inits[q.input[1]], inits[q.input[2]]
+    if q.op_type != "QuantizeLinear" or float(scale) != 1.0 or int(zero) != 0 or zero.dtype != np.uint8:
+        raise ValueError(f"the input's QuantizeLinear is not exact on uint8 pixels (scale {scale}, zero point {zero})")
+    for node in g.node:
+        node.input[:] = [tensor if i == q.output[0] else i for i in node.input]
+    g.node.remove(q)
+    g.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    for info in g.value_info:
+        if info.name in moved:
+            info.type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+
+
+def ort_attempts(
+    ws: Any, model: str = DEFAULT_MODEL, rounds: int = 7, say: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """What else ONNX Runtime can do with the u8s8 cell, each against ORT FP32 (threads sleeping) in the same rounds."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    cell = Cell("onnxruntime", "u8s8", model=model)
+    qdq, fp32 = ws.quantized(cell), ws.fp32("onnx", model)
+    ranges = next((ws.models_dir / "shared").glob(f"{model}-onnxruntime-ranges-minmax.json"))
+    test = ws.split("test")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
+        qop, u8in = Path(tmp) / "qoperator.onnx", Path(tmp) / "uint8_input.onnx"
+        from ptq_core.backends.onnxruntime import _preprocessed
+
+        quantize_static(
+            str(_preprocessed(fp32, Path(tmp))), str(qop), calibration_data_reader=None,
+            quant_format=QuantFormat.QOperator, per_channel=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibration_cache_path=ranges,
+        )  # fmt: skip
+        uint8_input(qdq, u8in)
+        variants: dict[str, tuple[Path, bool, dict[str, str], bool]] = {  # path, spinning, options, uint8 input
+            "fp32": (fp32, False, {}, False),
+            "fp32, spinning": (fp32, True, {}, False),
+            "u8s8 QDQ (the cell)": (qdq, False, {}, False),
+            "u8s8 QDQ, spinning": (qdq, True, {}, False),
+            "u8s8 QOperator": (qop, False, {}, False),
+            "u8s8 QDQ, uint8 input": (u8in, False, {}, True),
+            "u8s8 QDQ, uint8 input, spinning": (u8in, True, {}, True),
+        }
+        accuracy = {}
+        for name, (path, _, _, raw) in variants.items():
+            s = _ort_session(path, 1, False)
+            images = test.images if raw else float_images(test.images)
+            preds = np.concatenate(
+                [s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(images[i : i + 500])})[0].argmax(1)
+                 for i in range(0, len(images), 500)]
+            )  # fmt: skip
+            accuracy[name] = float((preds == test.labels).mean())
+        for batch in BATCHES:
+            x = float_images(test.images[:batch])
+            for threads in THREADS:
+                # spinning sessions in their own rounds, against FP32 spinning too: their busy idle threads
+                # would slow whatever runs next
+                for spin in (False, True):
+                    group = {n: v for n, v in variants.items() if v[1] == spin}
+                    fns = {}
+                    for name, (path, spinning, options, raw) in group.items():
+                        s = _ort_session(path, threads, spinning, **options)
+                        feed = {s.get_inputs()[0].name: np.ascontiguousarray(test.images[:batch]) if raw else x}
+                        fns[name] = functools.partial(s.run, None, feed)
+                    say(f"ONNX Runtime attempts, batch {batch}, {threads} thread(s){', spinning' if spin else ''}")
+                    timer = PairedTimer(fns)
+                    for _ in range(rounds):
+                        timer.round()
+                    reference = "fp32, spinning" if spin else "fp32"
+                    for name in group:
+                        rows.append(
+                            {
+                                "attempt": name,
+                                "batch": batch,
+                                "threads": threads,
+                                "images_per_s": batch / timer.median_seconds(name),
+                                "vs_ort_fp32": timer.speedup(name, over=reference),
+                                "reference": reference,
+                                "accuracy": accuracy[name],
+                            }
+                        )
+    return rows
+
+
+def op_profile(path: Path, images: np.ndarray, runs: int = 20) -> dict[str, float]:
+    """Share of ONNX Runtime's kernel time per op type (profiling on), 1 thread."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ptq_prof_") as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            s.run(None, {s.get_inputs()[0].name: images})
+        events = json.loads(Path(s.end_profiling()).read_text())
+    time_by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            time_by_op[op] = time_by_op.get(op, 0.0) + e["dur"]
+    total = sum(time_by_op.values())
+    return {op: t / total for op, t in sorted(time_by_op.items(), key=lambda kv: -kv[1])}
+
+
+def attempts_markdown(rows: list[dict[str, Any]], profile: dict[str, float]) -> str:
+    lines = [
+        "ONNX Runtime with the u8s8 cell, each attempt against ORT FP32 in the same interleaved rounds (spinning "
+        "attempts against FP32 spinning, in rounds of their own):",
+        "",
+        "| attempt | batch | threads | images/s | vs ORT FP32 | accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['attempt']} | {r['batch']} | {r['threads']} | {r['images_per_s']:,.0f} | {r['vs_ort_fp32']:.2f}x "
+            f"| {r['accuracy']:.2%} |"
+        )
+    lines += ["", "Where the u8s8 cell's time goes (ORT profiling, batch 256, 1 thread): "
+              + ", ".join(f"{op} {share:.1%}" for op, share in profile.items() if share >= 0.001)]  # fmt: skip
+    return "\n".join(lines) + "\n"
