@@ -200,6 +200,15 @@ def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
     peaks[node.gateway.id] = node.workeroutput.get("peak_rss_mib", float("nan"))
 
 
+_CELLS_RUN: set[str] = set()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    cell = dict(report.user_properties).get("cell")
+    if cell:
+        _CELLS_RUN.add(str(cell))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput"):
         session.config.workeroutput["peak_rss_mib"] = _peak_rss_mib()  # type: ignore[attr-defined]
@@ -207,9 +216,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if out is None or exitstatus not in (0, 1):
         return
     from ptq_core import render, report
+    from ptq_core.matrix import CELLS
     from ptq_core.speed import latest_benchmarks
 
-    results = report.build(_workspace(session.config), benchmarks=latest_benchmarks())
+    ws = _workspace(session.config)
+    if session.config.getoption("splits", None):  # a shard (pytest-split): the cells it ran, for `ptq report --merge`
+        cells = tuple(c for c in CELLS if c.id in _CELLS_RUN)
+        results = report.build(ws, studies=False, archive=False, cells=cells)
+    else:
+        results = report.build(ws, benchmarks=latest_benchmarks())
     paths = render.write(results, out)
     session.config.pluginmanager.get_plugin("terminalreporter").write_line(
         "PTQ report: " + ", ".join(str(p) for p in paths)

@@ -27,8 +27,11 @@ subcommands, one example each:
              top-1 accuracy of any model (.onnx or .pt2) on the 10,000 CIFAR-10 test images
   report     python -m ptq_core report --out report/
              build and evaluate every cell, write results.json, results.md and plots
+             (--merge shard1/ shard2/: one report from shards run with pytest --splits N --group i --ptq-report)
   run        python -m ptq_core run --onnx my_model.onnx --data test.npz --out my_report/
              every cell of every ONNX backend on YOUR classifier: checks, accuracy vs its FP32, report
+  bench      python -m ptq_core bench --out bench/
+             every runtime x each backend's default cell: images/s, ratio to ORT FP32, fraction of int8 peak
   compare    python -m ptq_core compare tests/baselines/OLD-STACK tests/baselines/NEW-STACK
              what changed between two library stacks' baselines: correct counts, flipped images
 
@@ -118,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="README.md",
         help="also replace the README's results section with this table and plot",
+    )
+    report.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="combine shards' reports (pytest --splits N --group i --ptq-report DIR) into one, building nothing",
     )
     _source_args(report)
 
@@ -282,9 +292,20 @@ def _report(args: argparse.Namespace) -> None:
     from ptq_core.results import best_cell
     from ptq_core.speed import latest_benchmarks
 
-    results = report.build(
-        _workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or latest_benchmarks()
-    )
+    if args.merge:
+        parts = []
+        for folder in args.merge:
+            try:
+                parts.append(json.loads((folder / "results.json").read_text()))
+            except (OSError, ValueError) as exc:
+                raise PTQError(
+                    f"--merge {folder}: no readable results.json ({exc}): pass shards' --ptq-report folders"
+                ) from exc
+        results = report.merge(parts, [str(f) for f in args.merge])
+    else:
+        results = report.build(
+            _workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or latest_benchmarks()
+        )
     paths = render.write(results, args.out)
     if args.readme:
         dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"

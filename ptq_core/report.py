@@ -6,22 +6,77 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ptq_core.matrix import Cell
+from ptq_core.errors import PTQError
+from ptq_core.matrix import CELLS, Cell
 from ptq_core.results import collect
 from ptq_core.speed import speed_rows
 from ptq_core.workspace import Workspace
 
 
-def build(ws: Workspace, studies: bool = True, benchmarks: Path | None = None) -> dict[str, Any]:
+def build(
+    ws: Workspace,
+    studies: bool = True,
+    benchmarks: Path | None = None,
+    cells: tuple[Cell, ...] = CELLS,
+    archive: bool = True,
+) -> dict[str, Any]:
+    """The results of ``cells``; ``studies``: the calibration studies; ``archive``: where a .pt2's bytes go."""
     from ptq_core.formats.pt2 import archive_bytes
     from ptq_core.studies import calibration_studies
 
-    results = collect(ws)
+    results = collect(ws, cells)
     results["studies"] = calibration_studies(ws) if studies else {}
     results["pt2_archive_bytes"] = {}
-    for name, path in (("fp32", ws.fp32("pt2")), ("uint8", ws.quantized(Cell("pytorch", "uint8")))):
+    for name, path in (("fp32", ws.fp32("pt2")), ("uint8", ws.quantized(Cell("pytorch", "uint8"))))[: 2 * archive]:
         with open(path, "rb") as f:
             results["pt2_archive_bytes"][name] = asdict(archive_bytes(f))
     results["speed"] = speed_rows(benchmarks) if benchmarks else []
     results["speed_source"] = f"run {benchmarks.name[:4]}, {benchmarks.parent.name}" if benchmarks else None
     return results
+
+
+# what every shard of one run must agree on; the cells (and the models and libraries they use) are what they split
+EQUAL_KEYS = ("cpu_flags", "calibration", "min_payload_ratio", "max_drop_points")
+UNION_KEYS = ("versions", "models")
+
+
+def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Shards' results (``pytest --splits N --group i --ptq-report DIR``) as the one run they are parts of."""
+    from ptq_core.matrix import CELLS
+    from ptq_core.models import DEFAULT_MODEL
+
+    if not parts:
+        raise PTQError("ptq report --merge needs at least one shard's folder")
+    merged: dict[str, Any] = {k: v for k, v in parts[0].items() if k != "cells"}
+    for part, name in zip(parts[1:], names[1:], strict=True):
+        for key in EQUAL_KEYS:
+            if part.get(key) != merged.get(key):
+                raise PTQError(
+                    f"{name} differs from {names[0]} in {key!r}: shards of one run share the CPU, calibration and "
+                    "thresholds; merge shards of the same run only"
+                )
+    for key in UNION_KEYS:
+        union: dict[str, Any] = {}
+        for part, name in zip(parts, names, strict=True):
+            for k, v in part.get(key, {}).items():
+                if union.setdefault(k, v) != v:
+                    raise PTQError(f"{name} differs from another shard in {key} {k!r}: merge shards of one run only")
+        merged[key] = union
+    rows: dict[str, dict[str, Any]] = {}
+    for part, name in zip(parts, names, strict=True):
+        for row in part["cells"]:
+            seen = rows.setdefault(row["cell"], row)
+            if _comparable(seen) != _comparable(row):
+                raise PTQError(f"cell {row['cell']} differs between shards ({name}): re-run them on one stack")
+    order = {c.id: i for i, c in enumerate(CELLS)}
+    merged["cells"] = sorted(rows.values(), key=lambda r: order.get(r["cell"], len(order)))
+    merged["model"] = DEFAULT_MODEL if DEFAULT_MODEL in merged["models"] else next(iter(merged["models"]))
+    merged["fp32"] = merged["models"][merged["model"]]
+    for key in ("studies", "pt2_archive_bytes", "speed", "speed_source"):
+        merged[key] = next((p[key] for p in parts if p.get(key)), parts[0].get(key))
+    merged["shards"] = names
+    return merged
+
+
+def _comparable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "artifact"}  # each shard builds into its own cache
