@@ -32,6 +32,8 @@ subcommands, one example each:
              every cell of every ONNX backend on YOUR classifier: checks, accuracy vs its FP32, report
   bench      python -m ptq_core bench --out bench/
              every runtime x each backend's default cell: images/s, ratio to ORT FP32, fraction of int8 peak
+  tune       python -m ptq_core tune --max-drop 0.3 --out tuned/
+             the model to ship: fastest within 0.3 points of FP32 on validation images; test scored once
   compare    python -m ptq_core compare tests/baselines/OLD-STACK tests/baselines/NEW-STACK
              what changed between two library stacks' baselines: correct counts, flipped images
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{prepare,quantize,evaluate,report,run,bench,compare}"
+        dest="command", required=True, metavar="{prepare,quantize,evaluate,report,run,bench,tune,compare}"
     )
 
     prepare = sub.add_parser("prepare", help="verify data and weights, build the FP32 models")
@@ -149,6 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
         "and profile it per op type",
     )
     _source_args(bench)
+
+    tune = sub.add_parser(
+        "tune",
+        help="the 8-bit model to ship: fastest (or smallest) within --max-drop on validation, test scored once",
+        description="Searches every ONNX cell on every runtime, plus ONNX Runtime mixed precision (the most "
+        "sensitive layers left in float), scoring each on a stratified validation set of train images the "
+        "calibration never saw. Among the candidates within --max-drop points of FP32 on validation, the fastest "
+        "at batch 256 (timed in one interleaved run) or the smallest wins; only then is the test split scored, for "
+        "it and FP32. Exit 0 with a chosen model, 1 when no candidate holds --max-drop (the best one is reported "
+        "with its shortfall), 2 on bad input.",
+    )
+    tune.add_argument("--model", default=DEFAULT_MODEL, choices=tuple(MODELS))
+    tune.add_argument("--max-drop", type=float, required=True, metavar="POINTS", help="accuracy drop allowed (points)")
+    tune.add_argument("--objective", choices=("speed", "size"), default="speed", help="what wins (default speed)")
+    tune.add_argument("--out", type=Path, required=True, metavar="DIR", help="tune.json, tune.md, tune.png, the model")
+    tune.add_argument("--budget", type=float, metavar="MINUTES", help="stop searching after this long (best so far)")
+    tune.add_argument(
+        "--validation",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="validation images from the train split (default 5000)",
+    )
+    tune.add_argument(
+        "--cells", nargs="+", default=(), metavar="PATTERN", help="search only these cells, e.g. 'nncf-*'"
+    )
+    _source_args(tune)
 
     run = sub.add_parser(
         "run",
@@ -360,6 +389,18 @@ def _bench(args: argparse.Namespace) -> None:
         (args.out / "bench.md").write_text(text)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from ptq_core import tune
+
+    result = tune.tune(
+        _workspace(args), args.max_drop, args.model, args.objective, args.budget, args.validation, tuple(args.cells)
+    )
+    for path in tune.write(result, args.out):
+        print(path)
+    print(tune.markdown(result).split("\n\n| candidate")[0])
+    return 0 if "chosen" in result else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from ptq_core.run import RunInputs, failures, run, summary
 
@@ -380,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {
             "run": _run,
             "bench": _bench,
+            "tune": _tune,
             "prepare": _prepare,
             "quantize": _quantize,
             "evaluate": _evaluate,

@@ -135,7 +135,12 @@ class Workspace(ArtifactStore):
         )
 
     def data_sha256(self, name: str = "test") -> str:
-        return TEST_DATA_SHA256 if name == "test" else _digest(self.split(name))
+        return TEST_DATA_SHA256 if name == "test" else _split_digest(self.cifar10_dir, name)
+
+
+@functools.lru_cache(maxsize=4)
+def _split_digest(folder: Path, name: str) -> str:
+    return _digest(_split(folder, name))
 
 
 def _digest(split: Split) -> str:

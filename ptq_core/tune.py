@@ -1,0 +1,527 @@
+"""``ptq tune``: the 8-bit model to ship, chosen on validation images by accuracy and speed.
+
+Protocol: the cells calibrate on their 200 stratified train images; a stratified validation set of other
+train images decides everything (which candidates hold ``max_drop``, which layers stay in float); the test
+split is scored once, at the end, for the chosen model and its FP32 twin only. The search space is every
+cell of every backend that writes ONNX, on every checked runtime that runs it, plus ONNX Runtime mixed
+precision: the u8s8 cell with its most sensitive conv/linear layers left in float (ranked by reverting one
+layer at a time, as NNCF's accuracy control does), added until the drop holds. Among the candidates within
+``max_drop`` of FP32 on validation, the fastest at batch 256 (measured in one interleaved run, 1 thread,
+on the runtime that will serve it) or the smallest wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptq_core import cache, sources
+from ptq_core.calibration import CalibrationConfig, stratified_indices
+from ptq_core.checks import known_failure
+from ptq_core.errors import PTQError
+from ptq_core.matrix import CELLS, Cell
+from ptq_core.models import DEFAULT_MODEL
+from ptq_core.runtimes import runtimes_for
+
+VALIDATION_SIZE, VALIDATION_SEED = 5000, 1
+TUNE_DIR = "tune"
+SPEED_BATCH, SPEED_ROUNDS = 256, 5
+# Speeds within 5 % of the fastest count as a tie, which the more accurate candidate wins: two searches timed
+# the same OpenVINO candidates 3.29-3.32x apart by ~1 % from run to run, and runtimes differ by far more
+# (OpenVINO ~3.3x, ONNX Runtime ~2.0x).
+SPEED_TIE = 0.05
+MIXED_CELL = Cell("onnxruntime", "u8s8")  # the fast ONNX Runtime cell; mixed precision starts from it
+
+
+def digest(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def validation_indices(train_labels: np.ndarray, calibration: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` stratified train images that are not calibration images (sorted indices into the train split)."""
+    others = np.setdiff1d(np.arange(len(train_labels)), calibration)
+    if size > len(others):
+        raise PTQError(f"--validation {size}: only {len(others)} train images are not calibration images")
+    return np.sort(others[stratified_indices(train_labels[others], size, seed)])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    cell: Cell
+    runtime: str
+    path: Path
+    float_layers: tuple[str, ...] = ()  # ONNX node names left in float (mixed precision)
+
+    @property
+    def name(self) -> str:
+        mixed = f"+{len(self.float_layers)}fp32" if self.float_layers else ""
+        return f"{self.cell.id}{mixed} on {self.runtime}"
+
+
+def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.ndarray:
+    from ptq_core.eval import predict_scores
+    from ptq_core.models import get_model
+
+    return predict_scores(path, images, get_model(model), runtime, batch_size=500).argmax(axis=1)
+
+
+def validation_predictions(ws: Any, path: Path, runtime: str, model: str, indices: np.ndarray) -> np.ndarray:
+    """Top-1 classes of the validation images, cached like test predictions (keyed by the indices' digest)."""
+    key = {
+        "model_sha256": sources.file_digest(path),
+        "runtime": runtime,
+        "train_sha256": ws.data_sha256("train"),
+        "indices_sha256": digest(indices),
+        "code": cache.code_digest(("eval", "runtimes", "models", "tune")),
+        "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
+    }
+    images = ws.split("train").images[indices]
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, _predict(path, runtime, images, model).astype(np.uint8))
+
+    out = ws.models_dir / TUNE_DIR / "predictions" / f"{path.name}.{runtime}.{digest(indices)[:12]}.npy"
+    return np.load(cache.build_once(out, key, build)).astype(np.int64)
+
+
+def _libraries(runtime: str) -> tuple[str, ...]:
+    from ptq_core.runtimes import get_runtime
+
+    return get_runtime(runtime).libraries
+
+
+def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
+    """The ONNX Runtime cell quantized with ``float_layers`` (node names) left in float, built once."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from ptq_core.backends import onnxruntime as ort_backend
+
+    ws.quantized(cell)  # its calibrator's shared ranges
+    fp32 = ws.fp32("onnx", cell.model)
+    ranges = ws.models_dir / "shared" / f"{cell.model}-onnxruntime-ranges-{cell.calibrator}.json"
+    name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
+    path = ws.models_dir / TUNE_DIR / f"{cell.id}-fp32-{name}.onnx"
+    key = {
+        "cell": cell.id,
+        "float_layers": list(float_layers),
+        "fp32_sha256": sources.file_digest(fp32),
+        "ranges_sha256": sources.file_digest(ranges),
+        "code": cache.code_digest(("tune", "backends/onnxruntime")),
+        "versions": cache.library_versions(("onnxruntime", "onnx")),
+    }
+
+    def build(tmp: Path) -> None:
+        import tempfile
+
+        activation_type, weight_type = ort_backend._quant_types(cell.dtype)
+        with tempfile.TemporaryDirectory(prefix="ptq_tune_") as work:
+            quantize_static(
+                str(ort_backend._preprocessed(fp32, Path(work))), str(tmp), calibration_data_reader=None,
+                quant_format=QuantFormat.QDQ, per_channel=cell.granularity == "per_channel",
+                activation_type=activation_type, weight_type=weight_type,
+                calibrate_method=ort_backend._method(cell.calibrator), calibration_cache_path=ranges,
+                nodes_to_exclude=list(float_layers),
+            )  # fmt: skip
+
+    return cache.build_once(path, key, build)
+
+
+def nncf_accuracy_control(ws: Any, model: str, val: np.ndarray, max_drop: float) -> tuple[Path, float]:
+    """NNCF's ``quantize_with_accuracy_control`` on the same calibration and validation images and max drop
+    (ONNX Runtime validating, performance preset): its artifact, built once, and the seconds it took."""
+    import contextlib
+    import io
+    import logging
+
+    fp32 = ws.fp32("onnx", model)
+    calib = ws.calibration(CalibrationConfig())
+    train = ws.split("train")
+    path = ws.models_dir / TUNE_DIR / f"{model}-nncf-accuracy-control-{max_drop:g}-{digest(val)[:12]}.onnx"
+    key = {
+        "fp32_sha256": sources.file_digest(fp32),
+        "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+        "validation_sha256": digest(val),
+        "max_drop_points": max_drop,
+        "code": cache.code_digest(("tune",)),
+        "versions": cache.library_versions(("nncf", "onnxruntime", "onnx")),
+    }
+    seconds = {"build": 0.0}
+
+    def build(tmp: Path) -> None:
+        import nncf
+        import onnx
+        import onnxruntime as ort
+
+        proto = onnx.load(str(fp32))
+        name = proto.graph.input[0].name
+        images = np.ascontiguousarray(train.images[val], dtype=np.float32)
+        items = [({name: images[i : i + 500]}, train.labels[val][i : i + 500]) for i in range(0, len(val), 500)]
+
+        def validate(candidate: Any, data: Any) -> float:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            session = ort.InferenceSession(candidate.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            hits = sum(int((session.run(None, feed)[0].argmax(1) == y).sum()) for feed, y in data)
+            return hits / len(val)
+
+        batches = [{name: b} for b in np.split(calib.images.astype(np.float32), len(calib.images) // 50)]
+        nncf.set_log_level(logging.ERROR)
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize_with_accuracy_control(
+                proto, nncf.Dataset(batches), nncf.Dataset(items, lambda item: item), validate,
+                max_drop=max_drop / 100, drop_type=nncf.DropType.ABSOLUTE,
+                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(batches),
+            )  # fmt: skip
+        seconds["build"] = time.perf_counter() - start
+        onnx.save(quantized, str(tmp))
+
+    path = cache.build_once(path, key, build)
+    recorded = path.with_name(path.name + ".seconds")  # how long NNCF took when it was built
+    if seconds["build"]:
+        recorded.write_text(f"{seconds['build']:.1f}")
+    return path, float(recorded.read_text()) if recorded.exists() else float("nan")
+
+
+def weight_layers(fp32_onnx: Path) -> tuple[str, ...]:
+    import onnx
+
+    from ptq_core.formats.onnx import WEIGHT_OPS
+
+    return tuple(n.name for n in onnx.load(str(fp32_onnx)).graph.node if n.op_type in WEIGHT_OPS)
+
+
+def choose(rows: list[dict[str, Any]], max_drop: float, objective: str = "speed") -> dict[str, Any] | None:
+    """The candidate to ship: within ``max_drop`` points of FP32 on validation, then the fastest (speeds within
+    ``SPEED_TIE`` of it tie, and the more accurate wins) or the smallest."""
+    ok = [r for r in rows if r["validation_drop_points"] <= max_drop and r.get(objective_key(objective)) is not None]
+    if not ok:
+        return None
+    if objective == "size":
+        return min(ok, key=lambda r: (r["file_bytes"], r["validation_drop_points"]))
+    fastest = max(r["vs_ort_fp32"] for r in ok)
+    as_fast = [r for r in ok if r["vs_ort_fp32"] >= fastest * (1 - SPEED_TIE)]
+    return min(as_fast, key=lambda r: (r["validation_drop_points"], -r["vs_ort_fp32"]))
+
+
+def objective_key(objective: str) -> str:
+    return {"speed": "vs_ort_fp32", "size": "file_bytes"}[objective]
+
+
+def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Candidates no other beats on both validation accuracy and speed."""
+    timed = [r for r in rows if r.get("vs_ort_fp32") is not None]
+    return [
+        r
+        for r in timed
+        if not any(
+            o["validation_accuracy"] >= r["validation_accuracy"]
+            and o["vs_ort_fp32"] >= r["vs_ort_fp32"]
+            and (o["validation_accuracy"], o["vs_ort_fp32"]) != (r["validation_accuracy"], r["vs_ort_fp32"])
+            for o in timed
+        )
+    ]
+
+
+def tune(
+    ws: Any,
+    max_drop: float,
+    model: str = DEFAULT_MODEL,
+    objective: str = "speed",
+    budget_minutes: float | None = None,
+    validation_size: int = VALIDATION_SIZE,
+    patterns: tuple[str, ...] = (),
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Search, choose and score once on the test split; the json-ready trace of all of it."""
+    import fnmatch
+
+    from ptq_core.deploy import Deployment, runner
+    from ptq_core.speed import PairedTimer, float_images
+    from ptq_core.stats import mcnemar_exact, wilson_interval
+
+    if objective not in ("speed", "size"):
+        raise PTQError(f"--objective {objective!r}: choose speed or size")
+    if max_drop < 0:
+        raise PTQError(f"--max-drop {max_drop:g}: give the accuracy drop you accept, in points (e.g. 0.3)")
+    start = time.perf_counter()
+    deadline = start + budget_minutes * 60 if budget_minutes else None
+    train = ws.split("train")
+    calib = ws.calibration(CalibrationConfig())
+    val = validation_indices(train.labels, calib.indices, validation_size, VALIDATION_SEED)
+    val_labels = train.labels[val]
+    fp32 = ws.fp32("onnx", model)
+    fp32_val = {rt.name: validation_predictions(ws, fp32, rt.name, model, val) for rt in runtimes_for("onnx", True)}
+    fp32_acc = {rt: float((p == val_labels).mean()) for rt, p in fp32_val.items()}
+    say(f"validation: {len(val)} train images; FP32 " + ", ".join(f"{k} {v:.2%}" for k, v in fp32_acc.items()))
+
+    cells = [
+        c
+        for c in CELLS
+        if c.model == model
+        and c.backend_spec.format == "onnx"
+        and (not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns))
+    ]
+    candidates = [
+        Candidate(c, rt.name, ws.quantized(c))
+        for c in cells
+        for rt in c.runtimes
+        if not known_failure(c, "check_accuracy_vs_fp32", rt.name)  # measured far outside any drop
+    ]
+    rows: list[dict[str, Any]] = []
+    stopped = None
+
+    def evaluate(cand: Candidate) -> dict[str, Any]:
+        pred = validation_predictions(ws, cand.path, cand.runtime, model, val)
+        acc = float((pred == val_labels).mean())
+        row = {
+            "candidate": cand.name,
+            "cell": cand.cell.id,
+            "runtime": cand.runtime,
+            "float_layers": list(cand.float_layers),
+            "artifact": str(cand.path),
+            "file_bytes": cand.path.stat().st_size,
+            "validation_accuracy": acc,
+            "validation_drop_points": (fp32_acc[cand.runtime] - acc) * 100,
+        }
+        rows.append(row)
+        say(f"[{len(rows)}] {cand.name}: validation {acc:.2%} ({(acc - fp32_acc[cand.runtime]) * 100:+.2f} points)")
+        return row
+
+    for cand in candidates:
+        if deadline and time.perf_counter() > deadline:
+            stopped = "budget"
+            break
+        evaluate(cand)
+
+    # mixed precision: revert one layer at a time, rank by the accuracy it gives back, revert the worst first
+    base_cell = MIXED_CELL.replace(model=model)
+    base = next((r for r in rows if r["cell"] == base_cell.id and r["runtime"] == "onnxruntime"), None)
+    if base is not None and base["validation_drop_points"] > max_drop and not stopped:
+        layers = weight_layers(fp32)
+        gains = {}
+        for layer in layers:
+            if deadline and time.perf_counter() > deadline:
+                stopped = "budget"
+                break
+            pred = validation_predictions(ws, mixed_precision(ws, base_cell, (layer,)), "onnxruntime", model, val)
+            gains[layer] = float((pred == val_labels).mean()) - base["validation_accuracy"]
+        ranked = sorted(gains, key=lambda k: -gains[k])
+        say(
+            "layer sensitivity (validation accuracy regained in float): "
+            + ", ".join(f"{k} {gains[k]:+.2%}" for k in ranked)
+        )
+        for k in range(1, len(ranked) + 1):
+            if deadline and time.perf_counter() > deadline:
+                stopped = "budget"
+                break
+            row = evaluate(
+                Candidate(
+                    base_cell, "onnxruntime", mixed_precision(ws, base_cell, tuple(ranked[:k])), tuple(ranked[:k])
+                )
+            )
+            if row["validation_drop_points"] <= max_drop:
+                break
+
+    # NNCF's accuracy control on the same images and drop, for comparison (never a candidate: it would be
+    # chosen by the same validation images it was tuned on)
+    nncf_ac, nncf_seconds = nncf_accuracy_control(ws, model, val, max_drop)
+    nncf_rows: list[dict[str, Any]] = []
+    for rt in runtimes_for("onnx", True):
+        pred = validation_predictions(ws, nncf_ac, rt.name, model, val)
+        acc = float((pred == val_labels).mean())
+        nncf_rows.append(
+            {
+                "candidate": f"nncf accuracy control on {rt.name}",
+                "cell": f"{model}-nncf-accuracy-control",
+                "runtime": rt.name,
+                "artifact": str(nncf_ac),
+                "file_bytes": nncf_ac.stat().st_size,
+                "validation_accuracy": acc,
+                "validation_drop_points": (fp32_acc[rt.name] - acc) * 100,
+                "tune_seconds": nncf_seconds,
+            }
+        )
+    say(
+        f"NNCF accuracy control ({nncf_seconds:.0f} s): validation "
+        + ", ".join(f"{r['runtime']} {r['validation_accuracy']:.2%}" for r in nncf_rows)
+    )
+
+    # speed of every candidate within the drop (and the best of the rest), one interleaved run against ORT FP32
+    timed = [r for r in rows if r["validation_drop_points"] <= max_drop] or sorted(
+        rows, key=lambda r: r["validation_drop_points"]
+    )[:3]
+    timed += nncf_rows
+    x = np.ascontiguousarray(float_images(train.images[val[:SPEED_BATCH]]))
+    fns = {"fp32 on onnxruntime": runner(Deployment("onnxruntime", "fp32", fp32), 1, SPEED_BATCH)}
+    for r in timed:
+        fns[r["candidate"]] = runner(Deployment(r["runtime"], r["cell"], Path(r["artifact"])), 1, SPEED_BATCH)
+    timer = PairedTimer({k: functools.partial(f, x) for k, f in fns.items()})
+    say(f"timing {len(timed)} candidates against ORT FP32, batch {SPEED_BATCH}, 1 thread, {SPEED_ROUNDS} rounds")
+    for _ in range(SPEED_ROUNDS):
+        timer.round()
+    for r in timed:
+        r["vs_ort_fp32"] = timer.speedup(r["candidate"], over="fp32 on onnxruntime")
+        r["images_per_s"] = SPEED_BATCH / timer.median_seconds(r["candidate"])
+
+    chosen = choose(rows, max_drop, objective)
+    result: dict[str, Any] = {
+        "model": model,
+        "max_drop_points": max_drop,
+        "objective": objective,
+        "protocol": {
+            "calibration": {"split": "train", "images": len(calib.indices), "indices_sha256": digest(calib.indices)},
+            "validation": {
+                "split": "train",
+                "images": len(val),
+                "seed": VALIDATION_SEED,
+                "indices_sha256": digest(val),
+            },
+            "test": {"split": "test", "images": len(ws.split("test")), "scored": "once, the chosen model and FP32"},
+        },
+        "fp32_validation_accuracy": fp32_acc,
+        "candidates": rows,
+        "pareto": [r["candidate"] for r in pareto(rows)],
+        "stopped": stopped,
+    }
+    best = chosen or min(rows, key=lambda r: r["validation_drop_points"])
+    test = ws.split("test")  # the first and only time the test labels are read
+    cand_pred = _predict(Path(best["artifact"]), best["runtime"], test.images, model)
+    fp32_pred = _predict(fp32, best["runtime"], test.images, model)
+    hits, fp32_hits = cand_pred == test.labels, fp32_pred == test.labels
+    low, high = wilson_interval(int(hits.sum()), len(hits))
+    only_fp32, only_cand, p = mcnemar_exact(fp32_hits, hits)
+    result["chosen" if chosen else "best_found"] = {
+        **best,
+        "test_accuracy": float(hits.mean()),
+        "test_fp32_accuracy": float(fp32_hits.mean()),
+        "test_wilson_95": [low, high],
+        "test_mcnemar_fp32_only": only_fp32,
+        "test_mcnemar_candidate_only": only_cand,
+        "test_mcnemar_p": p,
+        "size_ratio": fp32.stat().st_size / best["file_bytes"],
+    }
+    nncf_best = max(nncf_rows, key=lambda r: r["vs_ort_fp32"])  # served where it runs fastest
+    nncf_test = _predict(nncf_ac, nncf_best["runtime"], test.images, model) == test.labels
+    result["nncf_accuracy_control"] = {
+        **nncf_best,
+        "all_runtimes": nncf_rows,
+        "test_accuracy": float(nncf_test.mean()),
+        "test_mcnemar_p": mcnemar_exact(
+            _predict(fp32, nncf_best["runtime"], test.images, model) == test.labels, nncf_test
+        )[2],
+        "size_ratio": fp32.stat().st_size / nncf_best["file_bytes"],
+    }
+    if not chosen:
+        result["shortfall_points"] = best["validation_drop_points"] - max_drop
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def write(result: dict[str, Any], out: Path) -> list[Path]:
+    """tune.json (the trace), tune.md, the plot of validation accuracy against speed, and the chosen model."""
+    import os
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    pick = result.get("chosen") or result["best_found"]
+    model_path = out / Path(pick["artifact"]).name
+    tmp = out / f".{model_path.name}.tmp"
+    shutil.copyfile(pick["artifact"], tmp)
+    os.replace(tmp, model_path)
+    (out / "tune.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+    (out / "tune.md").write_text(markdown(result))
+    return [model_path, out / "tune.json", out / "tune.md", plot(result, out / "tune.png")]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    pick = result.get("chosen") or result["best_found"]
+    if "chosen" in result:
+        verdict = f"Chosen: **{pick['candidate']}**"
+    else:
+        verdict = (
+            f"No candidate holds {result['max_drop_points']:g} points on validation; best found: "
+            f"**{pick['candidate']}**, {result['shortfall_points']:.2f} points short"
+        )
+    low, high = pick["test_wilson_95"]
+    nncf = result["nncf_accuracy_control"]
+    speed = f"{pick['vs_ort_fp32']:.2f}x" if pick.get("vs_ort_fp32") is not None else "untimed"
+    lines = [
+        verdict,
+        "",
+        f"- test accuracy {pick['test_accuracy']:.2%} (95 % CI {low:.2%}-{high:.2%}), FP32 "
+        f"{pick['test_fp32_accuracy']:.2%} on {pick['runtime']}; McNemar p {pick['test_mcnemar_p']:.3g} "
+        f"({pick['test_mcnemar_fp32_only']} images only FP32 gets right, "
+        f"{pick['test_mcnemar_candidate_only']} only the chosen model)",
+        f"- {speed} ORT FP32 at batch {SPEED_BATCH} (1 thread), {pick['size_ratio']:.2f}x smaller file; the search "
+        f"took {result['wall_seconds']:.0f} s" + (" (stopped by --budget)" if result["stopped"] else ""),
+        "",
+        "Side by side with NNCF's `quantize_with_accuracy_control` (same calibration and validation images, same "
+        "max drop; served on its fastest runtime):",
+        "",
+        "| | validation Δ pts | test accuracy | McNemar p | vs ORT FP32 | file size | time to tune |",
+        "|---|---|---|---|---|---|---|",
+        f"| ptq tune: {pick['candidate']} | {-pick['validation_drop_points']:+.2f} | {pick['test_accuracy']:.2%} | "
+        f"{pick['test_mcnemar_p']:.3g} | {speed} | {pick['size_ratio']:.2f}x smaller | "
+        f"{result['wall_seconds']:.0f} s |",
+        f"| NNCF: {nncf['candidate']} | {-nncf['validation_drop_points']:+.2f} | {nncf['test_accuracy']:.2%} | "
+        f"{nncf['test_mcnemar_p']:.3g} | {nncf['vs_ort_fp32']:.2f}x | {nncf['size_ratio']:.2f}x smaller | "
+        f"{nncf['tune_seconds']:.0f} s |",
+        "",
+        "| candidate | validation | Δ pts | vs ORT FP32 | file bytes |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["candidates"]:
+        timed = f"{r['vs_ort_fp32']:.2f}x" if r.get("vs_ort_fp32") is not None else "-"
+        lines.append(
+            f"| {r['candidate']} | {r['validation_accuracy']:.2%} | {-r['validation_drop_points']:+.2f} | {timed} "
+            f"| {r['file_bytes']:,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in result["candidates"] if r.get("vs_ort_fp32") is not None]
+    front = set(result["pareto"])
+    pick = result.get("chosen") or result["best_found"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(
+        [r["vs_ort_fp32"] for r in timed],
+        [r["validation_accuracy"] * 100 for r in timed],
+        color="tab:gray",
+        label="candidates",
+    )
+    pts = sorted((r["vs_ort_fp32"], r["validation_accuracy"] * 100) for r in timed if r["candidate"] in front)
+    if pts:
+        ax.plot(*zip(*pts, strict=True), color="tab:blue", marker="o", label="Pareto front")
+    ax.scatter(
+        [pick.get("vs_ort_fp32", 0)],
+        [pick["validation_accuracy"] * 100],
+        color="tab:red",
+        marker="*",
+        s=160,
+        label="chosen",
+    )
+    fp32 = result["fp32_validation_accuracy"].get(pick["runtime"], 0) * 100
+    ax.axhline(fp32 - result["max_drop_points"], color="r", ls="--", lw=1, label="FP32 - max drop")
+    ax.set_xlabel(f"speed, x ORT FP32 (batch {SPEED_BATCH}, 1 thread)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

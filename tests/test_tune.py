@@ -1,0 +1,119 @@
+"""`ptq tune`: the protocol keeps the three image sets apart, the choice is the fastest (or smallest) candidate
+within the drop, an impossible drop ends with exit 1 and the shortfall, and a second tune builds nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ptq_core import cli, tune
+from ptq_core.cache import BUILD_LOG
+from ptq_core.calibration import stratified_indices
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(200, 2000),
+    calib=st.integers(10, 50),
+    size=st.integers(10, 100),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_validation_images_are_stratified_and_never_calibration_images(n, calib, size, seed) -> None:
+    labels = np.arange(n) % 10
+    calibration = stratified_indices(labels, calib, seed)
+    val = tune.validation_indices(labels, calibration, size, seed)
+    assert len(np.intersect1d(val, calibration)) == 0 and len(np.unique(val)) == size == len(val)
+    counts = np.bincount(labels[val], minlength=10)
+    assert counts.max() - counts.min() <= 1
+    assert tune.digest(val) != tune.digest(calibration)
+
+
+def _row(name: str, drop: float, speed: float | None, size: int, accuracy: float) -> dict[str, object]:
+    return {
+        "candidate": name,
+        "validation_drop_points": drop,
+        "vs_ort_fp32": speed,
+        "file_bytes": size,
+        "validation_accuracy": accuracy,
+    }
+
+
+# a small search space whose answer is known: c is the fastest within 0.3, e the smallest, f is dominated by c
+ROWS = [
+    _row("a", 0.9, 3.5, 90, 0.80),
+    _row("b", 0.2, 2.0, 100, 0.87),
+    _row("c", 0.3, 2.6, 120, 0.86),
+    _row("d", -0.1, None, 110, 0.90),  # never timed
+    _row("e", 0.1, 1.2, 95, 0.88),
+    _row("f", 0.4, 2.5, 130, 0.85),
+]
+AS_FAST = _row("g", 0.1, 2.55, 125, 0.87)  # within 5 % of c's speed and more accurate: a tie it wins
+
+
+def test_the_choice_is_the_fastest_candidate_within_the_drop() -> None:
+    assert tune.choose(ROWS, 0.3)["candidate"] == "c"  # a is faster but 0.9 points down; d was never timed
+    assert tune.choose(ROWS, 0.3, "size")["candidate"] == "e"
+    assert tune.choose(ROWS, 0.05) is None
+    assert tune.choose([*ROWS, AS_FAST], 0.3)["candidate"] == "g"
+    assert {r["candidate"] for r in tune.pareto(ROWS)} == {"a", "b", "c", "e"}
+
+
+def _tune(capsys, out: Path, *args: str) -> tuple[int, str]:
+    try:
+        status = cli.main(["tune", "--out", str(out), "--validation", "1000", *args])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_a_short_real_tune_chooses_and_scores_the_test_split_once(ws, tmp_path: Path, capsys) -> None:
+    status, text = _tune(capsys, tmp_path / "a", "--max-drop", "1.0", "--cells", "onnxruntime-u8s8-minmax-*")
+    assert status == 0, text
+    result = json.loads((tmp_path / "a" / "tune.json").read_text())
+    chosen = result["chosen"]
+    assert chosen["validation_drop_points"] <= 1.0 and chosen["vs_ort_fp32"] > 1.0
+    assert 0.8 < chosen["test_accuracy"] < 0.9 and 0 <= chosen["test_mcnemar_p"] <= 1
+    assert (tmp_path / "a" / Path(chosen["artifact"]).name).is_file() and (tmp_path / "a" / "tune.png").is_file()
+    protocol = result["protocol"]
+    assert protocol["validation"]["images"] == 1000 and protocol["test"]["split"] == "test"
+    assert protocol["calibration"]["indices_sha256"] != protocol["validation"]["indices_sha256"]
+
+    log = ws.models_dir / BUILD_LOG
+    before = log.read_text()
+    status, _ = _tune(capsys, tmp_path / "b", "--max-drop", "1.0", "--cells", "onnxruntime-u8s8-minmax-*")
+    assert status == 0 and log.read_text() == before  # every candidate and prediction came from the cache
+
+
+@pytest.mark.slow
+def test_an_impossible_drop_exits_1_with_the_best_found_and_its_shortfall(tmp_path: Path, capsys) -> None:
+    status, text = _tune(capsys, tmp_path, "--max-drop", "0.05", "--cells", "onnxruntime-uint8-entropy-per_tensor")
+    assert status == 1, text
+    result = json.loads((tmp_path / "tune.json").read_text())
+    assert "chosen" not in result and result["shortfall_points"] > 0
+    assert "No candidate holds 0.05 points" in (tmp_path / "tune.md").read_text()
+
+
+@pytest.mark.slow
+def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_drop_holds(tmp_path: Path, capsys) -> None:
+    from ptq_core.formats import FORMATS
+
+    status, text = _tune(capsys, tmp_path, "--max-drop", "0", "--cells", "onnxruntime-u8s8-minmax-per_channel")
+    result = json.loads((tmp_path / "tune.json").read_text())
+    mixed = [r for r in result["candidates"] if r["float_layers"]]
+    base = next(r for r in result["candidates"] if not r["float_layers"] and r["runtime"] == "onnxruntime")
+    assert base["validation_drop_points"] > 0, "the u8s8 cell lost nothing on these images: nothing to revert"
+    assert [len(r["float_layers"]) for r in mixed] == list(range(1, len(mixed) + 1))  # one more layer each time
+    for r in mixed:
+        found = FORMATS["onnx"].inspect(Path(r["artifact"]))
+        assert found.quantized_weight_ops == found.weight_ops - len(r["float_layers"]), r["candidate"]
+        assert r["float_layers"][: len(mixed[0]["float_layers"])] == mixed[0]["float_layers"]  # ranked once
+    last = mixed[-1]
+    assert last["validation_drop_points"] <= 0 or len(last["float_layers"]) == 10  # held, or every layer is float
+    assert status == (0 if "chosen" in result else 1), text
