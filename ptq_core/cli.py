@@ -384,9 +384,16 @@ def _bench(args: argparse.Namespace) -> None:
         text += "\n" + deploy.attempts_markdown(result["ort_attempts"], result["ort_profile"])
     print(text)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
-        (args.out / "bench.md").write_text(text)
+        from ptq_core.output import write_folder
+
+        write_folder(
+            args.out,
+            "bench.json",
+            lambda folder: (
+                (folder / "bench.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str)),
+                (folder / "bench.md").write_text(text),
+            ),
+        )
 
 
 def _tune(args: argparse.Namespace) -> int:

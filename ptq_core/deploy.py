@@ -77,17 +77,12 @@ def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np
     raise ValueError(f"unknown deployment runtime {d.runtime}")
 
 
-def _ort_session(path: Path, threads: int, spinning: bool, **options: str) -> Any:
-    """An ONNX Runtime session whose idle threads sleep instead of spinning (``spinning=False``): spinning
-    threads left by one deployment take the cores the next one in the same rounds is timed on."""
-    import onnxruntime as ort
+def _ort_session(path: Path, threads: int, spinning: bool) -> Any:
+    """An ONNX Runtime session whose idle threads sleep unless ``spinning``: spinning threads left by one
+    deployment take the cores of the one timed next in the same rounds."""
+    from ptq_core.runtimes import onnxruntime_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    for key, value in options.items():
-        so.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return onnxruntime_session(path, threads, {"session.intra_op.allow_spinning": "1" if spinning else "0"})
 
 
 def _openvino_throughput(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -127,20 +122,14 @@ def _inductor(path: Path, threads: int, batch: int) -> Callable[[np.ndarray], np
     import torch
 
     from ptq_core.models import get_model
+    from ptq_core.runtimes import _module
     from ptq_core.speed import compile_for
 
     compiled = _compiled(path)
     torch.set_num_threads(threads)
     shape = get_model(_model_of(path)).input_shape
     compile_for(compiled, torch.zeros((batch, *shape)))  # one shape per batch size (dynamic=False)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            out: np.ndarray = compiled(torch.from_numpy(x)).numpy()
-        return out
-
-    return run
+    return _module(compiled, threads)
 
 
 def _model_of(path: Path) -> str:
@@ -359,7 +348,7 @@ def ort_attempts(
     """What else ONNX Runtime can do with the u8s8 cell, each against ORT FP32 (threads sleeping) in the same rounds."""
     import tempfile
 
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from ptq_core.backends.onnxruntime import quantize_with_ranges
 
     cell = Cell("onnxruntime", "u8s8", model=model)
     qdq, fp32 = ws.quantized(cell), ws.fp32("onnx", model)
@@ -368,25 +357,19 @@ def ort_attempts(
     rows = []
     with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
         qop, u8in = Path(tmp) / "qoperator.onnx", Path(tmp) / "uint8_input.onnx"
-        from ptq_core.backends.onnxruntime import _preprocessed
-
-        quantize_static(
-            str(_preprocessed(fp32, Path(tmp))), str(qop), calibration_data_reader=None,
-            quant_format=QuantFormat.QOperator, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibration_cache_path=ranges,
-        )  # fmt: skip
+        quantize_with_ranges(fp32, ranges, cell, qop, fmt="QOperator")
         uint8_input(qdq, u8in)
-        variants: dict[str, tuple[Path, bool, dict[str, str], bool]] = {  # path, spinning, options, uint8 input
-            "fp32": (fp32, False, {}, False),
-            "fp32, spinning": (fp32, True, {}, False),
-            "u8s8 QDQ (the cell)": (qdq, False, {}, False),
-            "u8s8 QDQ, spinning": (qdq, True, {}, False),
-            "u8s8 QOperator": (qop, False, {}, False),
-            "u8s8 QDQ, uint8 input": (u8in, False, {}, True),
-            "u8s8 QDQ, uint8 input, spinning": (u8in, True, {}, True),
+        variants: dict[str, tuple[Path, bool, bool]] = {  # path, spinning, uint8 input
+            "fp32": (fp32, False, False),
+            "fp32, spinning": (fp32, True, False),
+            "u8s8 QDQ (the cell)": (qdq, False, False),
+            "u8s8 QDQ, spinning": (qdq, True, False),
+            "u8s8 QOperator": (qop, False, False),
+            "u8s8 QDQ, uint8 input": (u8in, False, True),
+            "u8s8 QDQ, uint8 input, spinning": (u8in, True, True),
         }
         accuracy = {}
-        for name, (path, _, _, raw) in variants.items():
+        for name, (path, _, raw) in variants.items():
             s = _ort_session(path, 1, False)
             images = test.images if raw else float_images(test.images)
             preds = np.concatenate(
@@ -402,8 +385,8 @@ def ort_attempts(
                 for spin in (False, True):
                     group = {n: v for n, v in variants.items() if v[1] == spin}
                     fns = {}
-                    for name, (path, spinning, options, raw) in group.items():
-                        s = _ort_session(path, threads, spinning, **options)
+                    for name, (path, spinning, raw) in group.items():
+                        s = _ort_session(path, threads, spinning)
                         feed = {s.get_inputs()[0].name: np.ascontiguousarray(test.images[:batch]) if raw else x}
                         fns[name] = functools.partial(s.run, None, feed)
                     say(f"ONNX Runtime attempts, batch {batch}, {threads} thread(s){', spinning' if spin else ''}")

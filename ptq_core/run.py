@@ -25,6 +25,7 @@ from ptq_core.backends import BACKENDS
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, Context, Outcome, run_checks
 from ptq_core.errors import PTQError
 from ptq_core.matrix import Cell, cells_of
+from ptq_core.output import check_replaceable, write_folder
 from ptq_core.predictions import predictions_on_test, result_on_test
 from ptq_core.runtimes import runtimes_for
 from ptq_core.user import DEFAULT_SAMPLES, UserStore
@@ -146,7 +147,7 @@ def run(
     if jobs < 1:
         raise PTQError(f"--jobs {jobs}: give a number of parallel builds >= 1")
     out = Path(out)
-    _check_out(out)
+    check_replaceable(out, MARKER)  # before any work
     store = inputs.open()  # every input is checked here, before anything is built or written
     cells = user_cells(store, patterns)
     say(
@@ -181,43 +182,22 @@ def failures(outcomes: list[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if not o.passed and not o.expected_failure]
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
-        raise PTQError(
-            f"--out {out} exists and is not a ptq run output folder: name a new or empty folder (a folder "
-            f"holding {MARKER} from an earlier run is replaced)"
-        )
-
-
 def _write(out: Path, results: dict[str, Any]) -> None:
-    """results.json/md, plots and the artifacts, written beside ``out`` and renamed into place."""
+    """results.json/md, plots and the artifacts (linked from the cache where they share a file system)."""
     from ptq_core import render
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / ARTIFACTS).mkdir(parents=True)
+    def fill(folder: Path) -> None:
+        (folder / ARTIFACTS).mkdir()
         for row in results["cells"]:
             src = Path(row["artifact"])
-            dest = tmp / ARTIFACTS / src.name
             try:
-                os.link(src, dest)  # the cache's file, not a copy, when they share a file system
+                os.link(src, folder / ARTIFACTS / src.name)
             except OSError:
-                shutil.copyfile(src, dest)
+                shutil.copyfile(src, folder / ARTIFACTS / src.name)
             row["artifact"] = f"{ARTIFACTS}/{src.name}"
-        render.write(results, tmp)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise PTQError(
-            f"cannot write --out {out} ({exc.strerror or exc}): choose a writable folder with free space"
-        ) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        render.write(results, folder)
+
+    write_folder(out, MARKER, fill)
 
 
 def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:

@@ -37,12 +37,15 @@ class Runtime:
     checked: bool = True  # False: reported beside the others, never asserted
 
 
-def onnxruntime_session(path: Path | str, threads: int | None = None) -> Any:
+def onnxruntime_session(path: Path | str, threads: int | None = None, config: dict[str, str] | None = None) -> Any:
+    """A CPU session; ``config``: session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or worker_threads()
     options.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types

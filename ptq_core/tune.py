@@ -101,8 +101,6 @@ def _libraries(runtime: str) -> tuple[str, ...]:
 
 def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
     """The ONNX Runtime cell quantized with ``float_layers`` (node names) left in float, built once."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
     from ptq_core.backends import onnxruntime as ort_backend
 
     ws.quantized(cell)  # its calibrator's shared ranges
@@ -120,17 +118,7 @@ def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
     }
 
     def build(tmp: Path) -> None:
-        import tempfile
-
-        activation_type, weight_type = ort_backend._quant_types(cell.dtype)
-        with tempfile.TemporaryDirectory(prefix="ptq_tune_") as work:
-            quantize_static(
-                str(ort_backend._preprocessed(fp32, Path(work))), str(tmp), calibration_data_reader=None,
-                quant_format=QuantFormat.QDQ, per_channel=cell.granularity == "per_channel",
-                activation_type=activation_type, weight_type=weight_type,
-                calibrate_method=ort_backend._method(cell.calibrator), calibration_cache_path=ranges,
-                nodes_to_exclude=list(float_layers),
-            )  # fmt: skip
+        ort_backend.quantize_with_ranges(fp32, ranges, cell, tmp, nodes_to_exclude=float_layers)
 
     return cache.build_once(path, key, build)
 
@@ -188,7 +176,7 @@ def nncf_accuracy_control(ws: Any, model: str, val: np.ndarray, max_drop: float)
     path = cache.build_once(path, key, build)
     recorded = path.with_name(path.name + ".seconds")  # how long NNCF took when it was built
     if seconds["build"]:
-        recorded.write_text(f"{seconds['build']:.1f}")
+        cache._write_atomic(recorded, f"{seconds['build']:.1f}")
     return path, float(recorded.read_text()) if recorded.exists() else float("nan")
 
 
@@ -429,18 +417,21 @@ def tune(
 
 def write(result: dict[str, Any], out: Path) -> list[Path]:
     """tune.json (the trace), tune.md, the plot of validation accuracy against speed, and the chosen model."""
-    import os
     import shutil
 
-    out.mkdir(parents=True, exist_ok=True)
+    from ptq_core.output import write_folder
+
     pick = result.get("chosen") or result["best_found"]
-    model_path = out / Path(pick["artifact"]).name
-    tmp = out / f".{model_path.name}.tmp"
-    shutil.copyfile(pick["artifact"], tmp)
-    os.replace(tmp, model_path)
-    (out / "tune.json").write_text(json.dumps(result, indent=1, sort_keys=True))
-    (out / "tune.md").write_text(markdown(result))
-    return [model_path, out / "tune.json", out / "tune.md", plot(result, out / "tune.png")]
+    names = [Path(pick["artifact"]).name, "tune.json", "tune.md", "tune.png"]
+
+    def fill(folder: Path) -> None:
+        shutil.copyfile(pick["artifact"], folder / names[0])
+        (folder / "tune.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        (folder / "tune.md").write_text(markdown(result))
+        plot(result, folder / "tune.png")
+
+    write_folder(out, "tune.json", fill)
+    return [out / name for name in names]
 
 
 def markdown(result: dict[str, Any]) -> str:

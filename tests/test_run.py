@@ -253,7 +253,7 @@ def test_a_folder_that_is_not_a_run_output_is_never_overwritten(tmp_path, capsys
     status, text = ptq_run(
         capsys, "--onnx", _tiny_onnx(tmp_path / "m.onnx"), "--data", _data(tmp_path / "x.npz"), "--out", out
     )
-    assert status == 2 and "is not a ptq run output folder" in text
+    assert status == 2 and "is not an output folder of this command" in text
     assert (out / "notes.txt").read_text() == "keep me"
 
 

@@ -107,23 +107,32 @@ def save_ranges(fp32_onnx: Path, calibrator: str, images: np.ndarray, input_name
 
 def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     """Pre-process, take the calibrator's shared ranges, and quantize into a QDQ model at ``out``."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
     images = np.ascontiguousarray(inputs.images)  # in the dtype the model takes
     ranges = inputs.shared(
         f"ranges-{cell.calibrator}.json",
         lambda tmp: save_ranges(inputs.fp32, cell.calibrator, images, input_name(inputs.fp32), tmp),
     )
+    quantize_with_ranges(inputs.fp32, ranges, cell, out)
+
+
+def quantize_with_ranges(
+    fp32_onnx: Path, ranges: Path, cell: Any, out: Path, fmt: str = "QDQ", nodes_to_exclude: tuple[str, ...] = ()
+) -> None:
+    """quantize_static of the cell's dtype and granularity from a calibration cache; ``nodes_to_exclude`` stay
+    in float (mixed precision, ``ptq tune``); ``fmt`` "QOperator" is ``ptq bench --ort-attempts``'s."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
     activation_type, weight_type = _quant_types(cell.dtype)
     with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
         quantize_static(
-            str(_preprocessed(inputs.fp32, Path(tmp))),
+            str(_preprocessed(fp32_onnx, Path(tmp))),
             str(out),
             calibration_data_reader=None,
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat[fmt],
             per_channel=cell.granularity == "per_channel",
             activation_type=activation_type,
             weight_type=weight_type,
             calibrate_method=_method(cell.calibrator),
             calibration_cache_path=ranges,
+            nodes_to_exclude=list(nodes_to_exclude),
         )
