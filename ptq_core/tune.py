@@ -48,8 +48,11 @@ def digest(indices: np.ndarray) -> str:
 def validation_indices(train_labels: np.ndarray, calibration: np.ndarray, size: int, seed: int) -> np.ndarray:
     """``size`` stratified train images that are not calibration images (sorted indices into the train split)."""
     others = np.setdiff1d(np.arange(len(train_labels)), calibration)
-    if size > len(others):
-        raise PTQError(f"--validation {size}: only {len(others)} train images are not calibration images")
+    if not 10 <= size <= len(others):
+        raise PTQError(
+            f"--validation {size}: give between 10 (one per class) and {len(others)} (the train images that do "
+            "not calibrate) validation images"
+        )
     return np.sort(others[stratified_indices(train_labels[others], size, seed)])
 
 
@@ -237,6 +240,8 @@ def tune(
     from ptq_core.speed import PairedTimer, float_images
     from ptq_core.stats import mcnemar_exact, wilson_interval
 
+    if budget_minutes is not None and budget_minutes <= 0:
+        raise PTQError(f"--budget {budget_minutes:g}: give the minutes the search may take (> 0)")
     if objective not in ("speed", "size"):
         raise PTQError(f"--objective {objective!r}: choose speed or size")
     if max_drop < 0:
@@ -285,8 +290,11 @@ def tune(
         say(f"[{len(rows)}] {cand.name}: validation {acc:.2%} ({(acc - fp32_acc[cand.runtime]) * 100:+.2f} points)")
         return row
 
+    if not candidates:
+        names = ", ".join(c.id.removeprefix(f"{model}-") for c in CELLS[:2])
+        raise PTQError(f"--cells {' '.join(patterns)} matches no ONNX cell of {model}: cells are named like {names}")
     for cand in candidates:
-        if deadline and time.perf_counter() > deadline:
+        if deadline and time.perf_counter() > deadline and rows:  # at least one candidate, whatever the budget
             stopped = "budget"
             break
         evaluate(cand)

@@ -117,3 +117,21 @@ def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_dro
     last = mixed[-1]
     assert last["validation_drop_points"] <= 0 or len(last["float_layers"]) == 10  # held, or every layer is float
     assert status == (0 if "chosen" in result else 1), text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--max-drop", "0.3", "--cells", "pytorch-*"), "matches no ONNX cell of resnet8"),
+        (("--max-drop", "0.3", "--validation", "5"), "--validation 5: give between 10"),
+        (("--max-drop", "-1"), "--max-drop -1: give the accuracy drop"),
+        (("--max-drop", "0.3", "--budget", "0"), "--budget 0: give the minutes"),
+    ],
+)
+def test_bad_tune_input_exits_2_naming_the_option(args, message, tmp_path: Path, capsys) -> None:
+    try:
+        status = cli.main(["tune", "--out", str(tmp_path / "out"), *args])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    assert status == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
