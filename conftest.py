@@ -128,16 +128,31 @@ def context(ws: Workspace, quantized, evaluated, test_split):  # type: ignore[no
     return get
 
 
+def _cell_of(item: pytest.Item) -> Cell | None:
+    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+        cell = value.cell if isinstance(value, Subject) else value
+        if isinstance(cell, Cell):
+            return cell
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per cell (``--dist loadgroup``): a cell's checks run in one worker, which loads
+    and inspects its artifact once."""
+    for item in items:
+        cell = _cell_of(item)
+        if cell is not None:
+            item.add_marker(pytest.mark.xdist_group(cell.id))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
     """Tag each report with the cell it is about, so the summary groups by cell without parsing test ids."""
     report = yield
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    for value in params.values():
-        cell = value.cell if isinstance(value, Subject) else value
-        if isinstance(cell, Cell):
-            report.user_properties.append(("cell", cell.id))
-            break
+    cell = _cell_of(item)
+    if cell is not None:
+        report.user_properties.append(("cell", cell.id))
     return report
 
 

@@ -81,17 +81,26 @@ def check_output_shape(ctx: Context) -> None:
     from ptq_core.runtimes import as_predictor
 
     model = ctx.cell.model_spec
+    predict = as_predictor(ctx.artifact, model, ctx.runtime)
     for batch in (1, min(64, len(ctx.images))):
-        scores = as_predictor(ctx.artifact, model, ctx.runtime)(ctx.images[:batch])
+        scores = predict(ctx.images[:batch])
         if scores.shape != (batch, model.num_classes):
             _fail(ctx, f"batch of {batch} gave scores of shape {scores.shape}, not ({batch}, {model.num_classes})")
-    fp32_sums = as_predictor(ctx.fp32, model, ctx.runtime)(ctx.images[:batch]).sum(axis=1)
+    fp32_sums = _reference(ctx.fp32, ctx.fp32.stat().st_mtime_ns, model, ctx.runtime)(ctx.images[:batch]).sum(axis=1)
     if np.allclose(fp32_sums, 1.0, atol=1e-5):  # FP32 returns probabilities: so must the 8-bit model,
         # up to rounding of each of the classes to the output's quantization step (QDQ may quantize the softmax)
         atol = model.num_classes * ctx.inspection.output_step / 2 + 1e-5
         worst = float(np.abs(scores.sum(axis=1) - 1).max())
         if worst > atol:
             _fail(ctx, f"rows of probabilities sum to 1 +- {worst:.4f} (allowed {atol:.4f}, from the output step)")
+
+
+@functools.lru_cache(maxsize=8)
+def _reference(fp32: Path, mtime_ns: int, model: Any, runtime: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    """The FP32 model every cell of a format is compared with, loaded once per process (not per cell)."""
+    from ptq_core.runtimes import as_predictor
+
+    return as_predictor(fp32, model, runtime)
 
 
 def check_calibration_stratified(ctx: Context) -> None:

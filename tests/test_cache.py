@@ -88,7 +88,7 @@ def test_stale_artifact_is_rebuilt_with_a_warning_under_the_suites_own_filters(t
         """)
     )
     ini = Path(__file__).parents[1] / "pytest.ini"
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-c", str(ini)]
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-c", str(ini)]
     proc = subprocess.run([*args, "--rootdir", str(tmp_path), str(test)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "StaleArtifactWarning" in proc.stdout and "1 passed" in proc.stdout

@@ -62,6 +62,7 @@ def test_model_that_is_not_a_model_exits_2(tmp_path, capsys, ws) -> None:
     assert "is not a loadable ONNX model" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_evaluate_json_in_a_fresh_process(fp32_onnx, ws, evaluated) -> None:
     out = subprocess.run(
         [

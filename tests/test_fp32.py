@@ -37,9 +37,10 @@ def test_mobilenet_fp32_scores_exactly_8614(fmt: str, ws, evaluated) -> None:
     assert result.correct == mobilenet.reference_correct, f"mobilenetv1 {fmt}: {result.correct}/10000, expected 8614"
 
 
-def test_onnx_and_pytorch_agree_on_every_image(fp32_onnx, fp32_pt2, test_split) -> None:
-    p_onnx, p_pt = (predict_scores(path, test_split.images) for path in (fp32_onnx, fp32_pt2))
-    assert np.array_equal(p_onnx.argmax(1), p_pt.argmax(1))
+def test_onnx_and_pytorch_agree_on_every_image(fp32_onnx, fp32_pt2, test_split, evaluated) -> None:
+    assert np.array_equal(evaluated(fp32_onnx).predictions, evaluated(fp32_pt2).predictions)
+    # scores too, on every 10th image (all 10,000 take 3 s; the largest gap measured on them is below 1e-5)
+    p_onnx, p_pt = (predict_scores(path, test_split.images[::10]) for path in (fp32_onnx, fp32_pt2))
     assert np.abs(p_onnx - p_pt).max() <= 1e-4
 
 

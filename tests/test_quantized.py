@@ -30,6 +30,7 @@ def test_pytorch_int8_activations_predict_as_uint8(cell: Cell, artifact: Path, q
     assert np.array_equal(evaluated(artifact).predictions, evaluated(twin).predictions)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cell", _params((Cell("pytorch", "uint8"), Cell("onnxruntime", "u8s8"))))
 def test_loads_standalone_in_a_fresh_process(cell: Cell, artifact: Path, test_split, tmp_path: Path) -> None:
     """No calibration state, no in-process registration: a new interpreter loads the file and agrees."""
@@ -43,6 +44,7 @@ def test_loads_standalone_in_a_fresh_process(cell: Cell, artifact: Path, test_sp
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), as_predictor(artifact)(test_split.images[:64]))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cell", _params(DEFAULT_CELLS))
 def test_test_split_protocol_holds_3_points_on_held_out_images(cell: Cell, ws, test_split) -> None:
     """The seed's protocol (200 test images calibrate) is scored only on the 9,800 images it did not see."""

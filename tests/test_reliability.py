@@ -182,6 +182,7 @@ def _builds(models: Path) -> list[str]:
     return sorted(line.split()[2] for line in (models / BUILD_LOG).read_text().splitlines())
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_four_workers_and_a_second_pytest_build_each_artifact_once(tmp_path: Path) -> None:
     (tmp_path / "test_builders.py").write_text(_BUILDERS)
@@ -199,6 +200,7 @@ def test_four_workers_and_a_second_pytest_build_each_artifact_once(tmp_path: Pat
     assert _builds(models) == [f"artifact-{i}.bin" for i in range(4)]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "cell", [Cell("onnxruntime", "int8", "percentile"), Cell("pytorch", "uint8", "percentile")], ids=lambda c: c.id
@@ -214,6 +216,7 @@ def test_same_inputs_give_identical_artifacts_and_predictions(cell: Cell, ws, tm
     assert np.array_equal(first, second)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", [Cell("onnxruntime", "uint8"), Cell("pytorch", "uint8")], ids=lambda c: c.id)
 def test_predictions_do_not_depend_on_thread_count(cell: Cell, quantized, test_split, monkeypatch) -> None:

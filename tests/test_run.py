@@ -106,6 +106,7 @@ def default_run(user_files, run_cache, tmp_path_factory) -> tuple[int, str, Path
     return status, "", out
 
 
+@pytest.mark.e2e
 def test_run_on_a_user_model_writes_the_report_schema_with_8bit_artifacts(default_run) -> None:
     status, _, out = default_run
     assert status == 0
@@ -125,6 +126,7 @@ def test_run_on_a_user_model_writes_the_report_schema_with_8bit_artifacts(defaul
     assert list(out.parent.iterdir()) == [out]  # no temporary folder left beside it
 
 
+@pytest.mark.e2e
 def test_calibrating_from_the_scored_images_is_said_and_held_out_accuracy_given(default_run) -> None:
     _, _, out = default_run
     results = json.loads((out / "results.json").read_text())
@@ -135,6 +137,7 @@ def test_calibrating_from_the_scored_images_is_said_and_held_out_accuracy_given(
     assert held_out != results["fp32"]["accuracy"]  # 200 of the 10,000 images left out
 
 
+@pytest.mark.e2e
 def test_a_calibration_file_without_labels_calibrates_apart(user_files, calib_npz, run_cache, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     status, text = ptq_run(
@@ -150,6 +153,7 @@ def test_a_calibration_file_without_labels_calibrates_apart(user_files, calib_np
     assert "apart from the scored data" in (out / "results.md").read_text()
 
 
+@pytest.mark.e2e
 def test_a_cell_beyond_max_drop_exits_1_naming_it(user_files, default_run, run_cache, tmp_path, capsys) -> None:
     status, text = ptq_run(
         capsys, "--onnx", user_files["onnx"], "--data", user_files["data"], "--out", tmp_path / "out",
@@ -257,6 +261,7 @@ def test_a_folder_that_is_not_a_run_output_is_never_overwritten(tmp_path, capsys
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.e2e
 def test_a_failed_write_leaves_the_earlier_report_whole(
     user_files, default_run, run_cache, tmp_path, capsys, monkeypatch
 ) -> None:
@@ -279,6 +284,7 @@ def test_a_failed_write_leaves_the_earlier_report_whole(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.e2e
 def test_parallel_builds_give_the_same_artifacts(user_files, run_cache, tmp_path) -> None:
     from ptq_core.run import RunInputs, build
     from ptq_core.sources import file_digest
@@ -297,6 +303,7 @@ def test_parallel_builds_give_the_same_artifacts(user_files, run_cache, tmp_path
     assert digests[0] == digests[1]
 
 
+@pytest.mark.e2e
 def test_the_pytest_plugin_runs_the_checks_from_any_folder(user_files, default_run, run_cache, tmp_path) -> None:
     command = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ptq-onnx", str(user_files["onnx"]),

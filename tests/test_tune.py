@@ -72,6 +72,7 @@ def _tune(capsys, out: Path, *args: str) -> tuple[int, str]:
     return status, captured.out + captured.err
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_short_real_tune_chooses_and_scores_the_test_split_once(ws, tmp_path: Path, capsys) -> None:
     status, text = _tune(capsys, tmp_path / "a", "--max-drop", "1.0", "--cells", "onnxruntime-u8s8-minmax-*")
@@ -91,6 +92,7 @@ def test_a_short_real_tune_chooses_and_scores_the_test_split_once(ws, tmp_path: 
     assert status == 0 and log.read_text() == before  # every candidate and prediction came from the cache
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_an_impossible_drop_exits_1_with_the_best_found_and_its_shortfall(tmp_path: Path, capsys) -> None:
     status, text = _tune(capsys, tmp_path, "--max-drop", "0.05", "--cells", "onnxruntime-uint8-entropy-per_tensor")
@@ -100,6 +102,7 @@ def test_an_impossible_drop_exits_1_with_the_best_found_and_its_shortfall(tmp_pa
     assert "No candidate holds 0.05 points" in (tmp_path / "tune.md").read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_drop_holds(tmp_path: Path, capsys) -> None:
     from ptq_core.formats import FORMATS

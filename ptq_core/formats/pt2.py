@@ -7,6 +7,7 @@ them first (a bare ``torch.export.load`` needs ``import torch.ao.quantization.fx
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from dataclasses import dataclass
@@ -65,9 +66,17 @@ def save(program: torch.export.ExportedProgram, out: Path) -> None:
 
 
 def load(path: Path) -> torch.export.ExportedProgram:
+    """The archive's program; read once per process while the file is unchanged (callers take
+    ``.module()``, a fresh module each time, and never alter the program)."""
     _qd()
     if not Path(path).is_file():
         raise PTQError(f"model file {path} does not exist: build it with `ptq prepare` or `ptq quantize`")
+    stat = Path(path).stat()
+    return _load(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int, size: int) -> torch.export.ExportedProgram:
     try:
         with open(path, "rb") as f:
             return torch.export.load(f)
