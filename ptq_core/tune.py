@@ -3,8 +3,9 @@
 Protocol: the cells calibrate on their 200 stratified train images; a stratified validation set of other
 train images decides everything (which candidates hold ``max_drop``, which layers stay in float); the test
 split is scored once, at the end, for the chosen model and its FP32 twin only. The search space is every
-cell of every backend that writes ONNX, on every checked runtime that runs it, plus ONNX Runtime mixed
-precision: the u8s8 cell with its most sensitive conv/linear layers left in float (ranked by reverting one
+cell of every backend that writes ONNX, on every checked runtime that runs it, each calibrated on 200 and on
+1,000 train images (``--calibration-samples``; entropy and distribution cells on 200 only), plus ONNX Runtime
+mixed precision: the u8s8 cell with its most sensitive conv/linear layers left in float (ranked by reverting one
 layer at a time, as NNCF's accuracy control does), added until the drop holds. Among the candidates within
 ``max_drop`` of FP32 on validation, the fastest at batch 256 (measured in one interleaved run, 1 thread,
 on the runtime that will serve it) or the smallest wins.
@@ -39,6 +40,10 @@ SPEED_BATCH, SPEED_ROUNDS = 256, 5
 # (OpenVINO ~3.3x, ONNX Runtime ~2.0x).
 SPEED_TIE = 0.05
 MIXED_CELL = Cell("onnxruntime", "u8s8")  # the fast ONNX Runtime cell; mixed precision starts from it
+CALIBRATION_SAMPLES = (200, 1000)
+# Histogram calibrators whose ranges cost far more on more images (entropy) or are known-bad (distribution)
+# are searched at the default 200 only.
+ONE_SIZE_CALIBRATORS = ("entropy", "distribution")
 
 
 def digest(indices: np.ndarray) -> str:
@@ -62,11 +67,13 @@ class Candidate:
     runtime: str
     path: Path
     float_layers: tuple[str, ...] = ()  # ONNX node names left in float (mixed precision)
+    calibration: CalibrationConfig = CalibrationConfig()
 
     @property
     def name(self) -> str:
         mixed = f"+{len(self.float_layers)}fp32" if self.float_layers else ""
-        return f"{self.cell.id}{mixed} on {self.runtime}"
+        samples = "" if self.calibration.is_default else f"@{self.calibration.num_samples}"
+        return f"{self.cell.id}{samples}{mixed} on {self.runtime}"
 
 
 def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.ndarray:
@@ -232,6 +239,7 @@ def tune(
     validation_size: int = VALIDATION_SIZE,
     patterns: tuple[str, ...] = (),
     say: Callable[[str], None] = print,
+    calibration_samples: tuple[int, ...] = CALIBRATION_SAMPLES,
 ) -> dict[str, Any]:
     """Search, choose and score once on the test split; the json-ready trace of all of it."""
     import fnmatch
@@ -249,8 +257,9 @@ def tune(
     start = time.perf_counter()
     deadline = start + budget_minutes * 60 if budget_minutes else None
     train = ws.split("train")
-    calib = ws.calibration(CalibrationConfig())
-    val = validation_indices(train.labels, calib.indices, validation_size, VALIDATION_SEED)
+    configs = [CalibrationConfig(num_samples=n) for n in sorted(set(calibration_samples))]
+    calibrated = np.unique(np.concatenate([ws.calibration(c).indices for c in configs]))
+    val = validation_indices(train.labels, calibrated, validation_size, VALIDATION_SEED)
     val_labels = train.labels[val]
     fp32 = ws.fp32("onnx", model)
     fp32_val = {rt.name: validation_predictions(ws, fp32, rt.name, model, val) for rt in runtimes_for("onnx", True)}
@@ -265,8 +274,10 @@ def tune(
         and (not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns))
     ]
     candidates = [
-        Candidate(c, rt.name, ws.quantized(c))
+        Candidate(c, rt.name, ws.quantized(c, config), calibration=config)
         for c in cells
+        for config in configs
+        if config.is_default or c.calibrator not in ONE_SIZE_CALIBRATORS
         for rt in c.runtimes
         if not known_failure(c, "check_accuracy_vs_fp32", rt.name)  # measured far outside any drop
     ]
@@ -281,10 +292,12 @@ def tune(
             "cell": cand.cell.id,
             "runtime": cand.runtime,
             "float_layers": list(cand.float_layers),
+            "calibration_images": cand.calibration.num_samples,
             "artifact": str(cand.path),
             "file_bytes": cand.path.stat().st_size,
             "validation_accuracy": acc,
             "validation_drop_points": (fp32_acc[cand.runtime] - acc) * 100,
+            "validation_changed": int((pred != fp32_val[cand.runtime]).sum()),  # images whose class FP32's differs
         }
         rows.append(row)
         say(f"[{len(rows)}] {cand.name}: validation {acc:.2%} ({(acc - fp32_acc[cand.runtime]) * 100:+.2f} points)")
@@ -301,7 +314,10 @@ def tune(
 
     # mixed precision: revert one layer at a time, rank by the accuracy it gives back, revert the worst first
     base_cell = MIXED_CELL.replace(model=model)
-    base = next((r for r in rows if r["cell"] == base_cell.id and r["runtime"] == "onnxruntime"), None)
+    base = next(
+        (r for r in rows if (r["cell"], r["runtime"], r["calibration_images"]) == (base_cell.id, "onnxruntime", 200)),
+        None,
+    )
     if base is not None and base["validation_drop_points"] > max_drop and not stopped:
         layers = weight_layers(fp32)
         gains = {}
@@ -375,7 +391,10 @@ def tune(
         "max_drop_points": max_drop,
         "objective": objective,
         "protocol": {
-            "calibration": {"split": "train", "images": len(calib.indices), "indices_sha256": digest(calib.indices)},
+            "calibration": [
+                {"split": "train", "images": c.num_samples, "indices_sha256": digest(ws.calibration(c).indices)}
+                for c in configs
+            ],
             "validation": {
                 "split": "train",
                 "images": len(val),
@@ -476,13 +495,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"{nncf['test_mcnemar_p']:.3g} | {nncf['vs_ort_fp32']:.2f}x | {nncf['size_ratio']:.2f}x smaller | "
         f"{nncf['tune_seconds']:.0f} s |",
         "",
-        "| candidate | validation | Δ pts | vs ORT FP32 | file bytes |",
-        "|---|---|---|---|---|",
+        "| candidate | validation | Δ pts | predictions changed | vs ORT FP32 | file bytes |",
+        "|---|---|---|---|---|---|",
     ]
     for r in result["candidates"]:
         timed = f"{r['vs_ort_fp32']:.2f}x" if r.get("vs_ort_fp32") is not None else "-"
         lines.append(
-            f"| {r['candidate']} | {r['validation_accuracy']:.2%} | {-r['validation_drop_points']:+.2f} | {timed} "
+            f"| {r['candidate']} | {r['validation_accuracy']:.2%} | {-r['validation_drop_points']:+.2f} "
+            f"| {r['validation_changed']} | {timed} "
             f"| {r['file_bytes']:,} |"
         )
     return "\n".join(lines) + "\n"

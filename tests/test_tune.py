@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ptq_core import cli, tune
 from ptq_core.cache import BUILD_LOG
-from ptq_core.calibration import stratified_indices
+from ptq_core.calibration import CalibrationConfig, stratified_indices
 
 
 @settings(max_examples=60, deadline=None)
@@ -84,7 +84,13 @@ def test_a_short_real_tune_chooses_and_scores_the_test_split_once(ws, tmp_path: 
     assert (tmp_path / "a" / Path(chosen["artifact"]).name).is_file() and (tmp_path / "a" / "tune.png").is_file()
     protocol = result["protocol"]
     assert protocol["validation"]["images"] == 1000 and protocol["test"]["split"] == "test"
-    assert protocol["calibration"]["indices_sha256"] != protocol["validation"]["indices_sha256"]
+    assert [c["images"] for c in protocol["calibration"]] == [200, 1000]
+    calibrated = np.concatenate([ws.calibration(CalibrationConfig(num_samples=n)).indices for n in (200, 1000)])
+    val = tune.validation_indices(ws.split("train").labels, np.unique(calibrated), 1000, tune.VALIDATION_SEED)
+    assert tune.digest(val) == protocol["validation"]["indices_sha256"]  # the recorded set, disjoint from both
+    assert {r["calibration_images"] for r in result["candidates"]} == {200, 1000}
+    for r in result["candidates"]:  # each image gained or lost against FP32 is a changed prediction
+        assert r["validation_changed"] >= abs(round(r["validation_drop_points"] * 1000 / 100)), r["candidate"]
 
     log = ws.models_dir / BUILD_LOG
     before = log.read_text()
