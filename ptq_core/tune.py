@@ -254,6 +254,9 @@ def tune(
         raise PTQError(f"--objective {objective!r}: choose speed or size")
     if max_drop < 0:
         raise PTQError(f"--max-drop {max_drop:g}: give the accuracy drop you accept, in points (e.g. 0.3)")
+    for n in calibration_samples:
+        if not 10 <= n <= 10_000:
+            raise PTQError(f"--calibration-samples {n}: give between 10 (one image per class) and 10000 train images")
     start = time.perf_counter()
     deadline = start + budget_minutes * 60 if budget_minutes else None
     train = ws.split("train")

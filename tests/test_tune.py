@@ -135,6 +135,7 @@ def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_dro
         (("--max-drop", "0.3", "--validation", "5"), "--validation 5: give between 10"),
         (("--max-drop", "-1"), "--max-drop -1: give the accuracy drop"),
         (("--max-drop", "0.3", "--budget", "0"), "--budget 0: give the minutes"),
+        (("--max-drop", "0.3", "--calibration-samples", "200", "5"), "--calibration-samples 5: give between 10"),
     ],
 )
 def test_bad_tune_input_exits_2_naming_the_option(args, message, tmp_path: Path, capsys) -> None:
