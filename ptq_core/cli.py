@@ -34,6 +34,7 @@ subcommands, one example each:
              every runtime x each backend's default cell: images/s, ratio to ORT FP32, fraction of int8 peak
   tune       python -m ptq_core tune --max-drop 0.3 --out tuned/
              the model to ship: fastest within 0.3 points of FP32 on validation images; test scored once
+             (--onnx my_model.onnx --data test.npz --calibration calib.npz: YOUR classifier)
   compare    python -m ptq_core compare tests/baselines/OLD-STACK tests/baselines/NEW-STACK
              what changed between two library stacks' baselines: correct counts, flipped images
 
@@ -171,9 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--validation",
         type=int,
-        default=5000,
         metavar="N",
-        help="validation images from the train split (default 5000)",
+        help="validation images, stratified, none of them calibrating (default 5000, or all when fewer remain)",
     )
     tune.add_argument(
         "--cells", nargs="+", default=(), metavar="PATTERN", help="search only these cells, e.g. 'nncf-*'"
@@ -187,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibrate each cell on each of these numbers of stratified train images (default 200 1000; "
         "entropy and distribution cells on 200 only)",
     )
+    tune.add_argument("--onnx", type=Path, metavar="MODEL.onnx", help="tune YOUR classifier instead (as ptq run)")
+    tune.add_argument(
+        "--data", type=Path, metavar="DATA.npz", help="with --onnx: `images` and `labels` scored once, at the end"
+    )
+    tune.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="CALIB.npz",
+        help="with --onnx: labelled `images` and `labels`; 200 stratified calibrate, the others validate",
+    )
+    tune.add_argument("--cache", type=Path, metavar="DIR", help="with --onnx: build cache (default as ptq run's)")
     _source_args(tune)
 
     run = sub.add_parser(
@@ -409,10 +420,24 @@ def _bench(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> int:
     from ptq_core import tune
 
+    if args.onnx is None:
+        if args.data or args.calibration:
+            raise PTQError("--data and --calibration go with --onnx MODEL.onnx (your classifier)")
+        ws, model = _workspace(args), args.model
+    else:
+        if args.data is None or args.calibration is None:
+            raise PTQError(
+                "ptq tune --onnx needs --data DATA.npz (scored once, at the end) and --calibration CALIB.npz "
+                "(labelled: it calibrates and validates)"
+            )
+        from ptq_core.run import RunInputs
+
+        ws = RunInputs(args.onnx, args.data, args.calibration, cache_dir=args.cache).open()
+        model = ws.model.name
     result = tune.tune(
-        _workspace(args),
+        ws,
         args.max_drop,
-        args.model,
+        model,
         args.objective,
         args.budget,
         args.validation,

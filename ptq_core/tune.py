@@ -50,15 +50,46 @@ def digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
-def validation_indices(train_labels: np.ndarray, calibration: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """``size`` stratified train images that are not calibration images (sorted indices into the train split)."""
-    others = np.setdiff1d(np.arange(len(train_labels)), calibration)
-    if not 10 <= size <= len(others):
+def validation_indices(
+    labels: np.ndarray, calibration: np.ndarray, size: int | None, seed: int, classes: np.ndarray | None = None
+) -> np.ndarray:
+    """``size`` (default: up to ``VALIDATION_SIZE``) stratified images of the pool that are not calibration
+    images: sorted indices into the pool (the train split, or a user's calibration file)."""
+    others = np.setdiff1d(np.arange(len(labels)), calibration)
+    n_classes = 10 if classes is None else len(classes)
+    if size is None:  # as many as stay stratified: every class as often as the rarest
+        counts = [int((labels[others] == c).sum()) for c in (np.arange(10) if classes is None else classes)]
+        size = min(VALIDATION_SIZE, n_classes * min(counts))
+    if not n_classes <= size <= len(others):
         raise PTQError(
-            f"--validation {size}: give between 10 (one per class) and {len(others)} (the train images that do "
+            f"--validation {size}: give between {n_classes} (one per class) and {len(others)} (the images that do "
             "not calibrate) validation images"
         )
-    return np.sort(others[stratified_indices(train_labels[others], size, seed)])
+    return np.sort(others[stratified_indices(labels[others], size, seed, classes)])
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Where a tune's images come from: ``split`` calibrates and validates, ``scored`` is scored once."""
+
+    split: str  # "train" for a registered model, "calibration" for a user's (its labelled --calibration file)
+    scored: str  # "test", or a user's --data
+    configs: tuple[CalibrationConfig, ...]
+    classes: np.ndarray | None  # the classes to stratify over (None: CIFAR-10's 10)
+
+
+def pool_of(ws: Any, calibration_samples: tuple[int, ...]) -> Pool:
+    from ptq_core.user import UserStore
+
+    if isinstance(ws, UserStore):
+        if ws.pool is None:
+            raise PTQError(
+                "ptq tune --onnx needs --calibration CALIB.npz with `images` and `labels`: 200 of them calibrate, "
+                "others validate, and --data is scored once at the end"
+            )
+        return Pool("calibration", "data", (ws.calib.config,), np.unique(ws.pool.labels))
+    configs = tuple(CalibrationConfig(num_samples=n) for n in sorted(set(calibration_samples)))
+    return Pool("train", "test", configs, None)
 
 
 @dataclass(frozen=True)
@@ -72,7 +103,8 @@ class Candidate:
     @property
     def name(self) -> str:
         mixed = f"+{len(self.float_layers)}fp32" if self.float_layers else ""
-        samples = "" if self.calibration.is_default else f"@{self.calibration.num_samples}"
+        n = self.calibration.num_samples
+        samples = "" if n == CalibrationConfig().num_samples else f"@{n}"
         return f"{self.cell.id}{samples}{mixed} on {self.runtime}"
 
 
@@ -83,17 +115,19 @@ def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.nda
     return predict_scores(path, images, get_model(model), runtime, batch_size=500).argmax(axis=1)
 
 
-def validation_predictions(ws: Any, path: Path, runtime: str, model: str, indices: np.ndarray) -> np.ndarray:
+def validation_predictions(
+    ws: Any, path: Path, runtime: str, model: str, indices: np.ndarray, pool: str = "train"
+) -> np.ndarray:
     """Top-1 classes of the validation images, cached like test predictions (keyed by the indices' digest)."""
     key = {
         "model_sha256": sources.file_digest(path),
         "runtime": runtime,
-        "train_sha256": ws.data_sha256("train"),
+        "pool_sha256": ws.data_sha256(pool),
         "indices_sha256": digest(indices),
         "code": cache.code_digest(("eval", "runtimes", "models", "tune")),
         "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
     }
-    images = ws.split("train").images[indices]
+    images = ws.split(pool).images[indices]
 
     def build(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -115,7 +149,8 @@ def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
 
     ws.quantized(cell)  # its calibrator's shared ranges
     fp32 = ws.fp32("onnx", cell.model)
-    ranges = ws.models_dir / "shared" / f"{cell.model}-onnxruntime-ranges-{cell.calibrator}.json"
+    suffix = ws.calibration().config.suffix
+    ranges = ws.models_dir / "shared" / f"{cell.model}-onnxruntime-ranges-{cell.calibrator}{suffix}.json"
     name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
     path = ws.models_dir / TUNE_DIR / f"{cell.id}-fp32-{name}.onnx"
     key = {
@@ -133,21 +168,27 @@ def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
     return cache.build_once(path, key, build)
 
 
-def nncf_accuracy_control(ws: Any, model: str, val: np.ndarray, max_drop: float) -> tuple[Path, float]:
+def nncf_accuracy_control(
+    ws: Any, model: str, val: np.ndarray, max_drop: float, pool: str = "train"
+) -> tuple[Path, float]:
     """NNCF's ``quantize_with_accuracy_control`` on the same calibration and validation images and max drop
     (ONNX Runtime validating, performance preset): its artifact, built once, and the seconds it took."""
     import contextlib
     import io
     import logging
 
+    from ptq_core.models import get_model
+
     fp32 = ws.fp32("onnx", model)
     calib = ws.calibration(CalibrationConfig())
-    train = ws.split("train")
+    source = ws.split(pool)
+    dtype = get_model(model).input_dtype
     path = ws.models_dir / TUNE_DIR / f"{model}-nncf-accuracy-control-{max_drop:g}-{digest(val)[:12]}.onnx"
     key = {
         "fp32_sha256": sources.file_digest(fp32),
         "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
         "validation_sha256": digest(val),
+        "pool_sha256": ws.data_sha256(pool),
         "max_drop_points": max_drop,
         "code": cache.code_digest(("tune",)),
         "versions": cache.library_versions(("nncf", "onnxruntime", "onnx")),
@@ -161,8 +202,8 @@ def nncf_accuracy_control(ws: Any, model: str, val: np.ndarray, max_drop: float)
 
         proto = onnx.load(str(fp32))
         name = proto.graph.input[0].name
-        images = np.ascontiguousarray(train.images[val], dtype=np.float32)
-        items = [({name: images[i : i + 500]}, train.labels[val][i : i + 500]) for i in range(0, len(val), 500)]
+        images = np.ascontiguousarray(source.images[val], dtype=dtype)
+        items = [({name: images[i : i + 500]}, source.labels[val][i : i + 500]) for i in range(0, len(val), 500)]
 
         def validate(candidate: Any, data: Any) -> float:
             so = ort.SessionOptions()
@@ -171,7 +212,7 @@ def nncf_accuracy_control(ws: Any, model: str, val: np.ndarray, max_drop: float)
             hits = sum(int((session.run(None, feed)[0].argmax(1) == y).sum()) for feed, y in data)
             return hits / len(val)
 
-        batches = [{name: b} for b in np.split(calib.images.astype(np.float32), len(calib.images) // 50)]
+        batches = [{name: b} for b in np.array_split(calib.images.astype(dtype), max(1, len(calib.images) // 50))]
         nncf.set_log_level(logging.ERROR)
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -188,6 +229,13 @@ def nncf_accuracy_control(ws: Any, model: str, val: np.ndarray, max_drop: float)
     if seconds["build"]:
         cache._write_atomic(recorded, f"{seconds['build']:.1f}")
     return path, float(recorded.read_text()) if recorded.exists() else float("nan")
+
+
+def _cells(ws: Any, model: str) -> tuple[Cell, ...]:
+    from ptq_core.run import user_cells
+    from ptq_core.user import UserStore
+
+    return user_cells(ws) if isinstance(ws, UserStore) else tuple(c for c in CELLS if c.model == model)
 
 
 def weight_layers(fp32_onnx: Path) -> tuple[str, ...]:
@@ -236,7 +284,7 @@ def tune(
     model: str = DEFAULT_MODEL,
     objective: str = "speed",
     budget_minutes: float | None = None,
-    validation_size: int = VALIDATION_SIZE,
+    validation_size: int | None = None,
     patterns: tuple[str, ...] = (),
     say: Callable[[str], None] = print,
     calibration_samples: tuple[int, ...] = CALIBRATION_SAMPLES,
@@ -245,7 +293,8 @@ def tune(
     import fnmatch
 
     from ptq_core.deploy import Deployment, runner
-    from ptq_core.speed import PairedTimer, float_images
+    from ptq_core.models import get_model
+    from ptq_core.speed import PairedTimer
     from ptq_core.stats import mcnemar_exact, wilson_interval
 
     if budget_minutes is not None and budget_minutes <= 0:
@@ -259,21 +308,23 @@ def tune(
             raise PTQError(f"--calibration-samples {n}: give between 10 (one image per class) and 10000 train images")
     start = time.perf_counter()
     deadline = start + budget_minutes * 60 if budget_minutes else None
-    train = ws.split("train")
-    configs = [CalibrationConfig(num_samples=n) for n in sorted(set(calibration_samples))]
+    pool = pool_of(ws, calibration_samples)
+    source = ws.split(pool.split)
+    configs = pool.configs
     calibrated = np.unique(np.concatenate([ws.calibration(c).indices for c in configs]))
-    val = validation_indices(train.labels, calibrated, validation_size, VALIDATION_SEED)
-    val_labels = train.labels[val]
+    val = validation_indices(source.labels, calibrated, validation_size, VALIDATION_SEED, pool.classes)
+    val_labels = source.labels[val]
     fp32 = ws.fp32("onnx", model)
-    fp32_val = {rt.name: validation_predictions(ws, fp32, rt.name, model, val) for rt in runtimes_for("onnx", True)}
+    fp32_val = {
+        rt.name: validation_predictions(ws, fp32, rt.name, model, val, pool.split) for rt in runtimes_for("onnx", True)
+    }
     fp32_acc = {rt: float((p == val_labels).mean()) for rt, p in fp32_val.items()}
-    say(f"validation: {len(val)} train images; FP32 " + ", ".join(f"{k} {v:.2%}" for k, v in fp32_acc.items()))
+    say(f"validation: {len(val)} {pool.split} images; FP32 " + ", ".join(f"{k} {v:.2%}" for k, v in fp32_acc.items()))
 
     cells = [
         c
-        for c in CELLS
-        if c.model == model
-        and c.backend_spec.format == "onnx"
+        for c in _cells(ws, model)
+        if c.backend_spec.format == "onnx"
         and (not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns))
     ]
     candidates = [
@@ -288,7 +339,7 @@ def tune(
     stopped = None
 
     def evaluate(cand: Candidate) -> dict[str, Any]:
-        pred = validation_predictions(ws, cand.path, cand.runtime, model, val)
+        pred = validation_predictions(ws, cand.path, cand.runtime, model, val, pool.split)
         acc = float((pred == val_labels).mean())
         row = {
             "candidate": cand.name,
@@ -307,7 +358,7 @@ def tune(
         return row
 
     if not candidates:
-        names = ", ".join(c.id.removeprefix(f"{model}-") for c in CELLS[:2])
+        names = ", ".join(c.id.removeprefix(f"{model}-") for c in _cells(ws, model)[:2])
         raise PTQError(f"--cells {' '.join(patterns)} matches no ONNX cell of {model}: cells are named like {names}")
     for cand in candidates:
         if deadline and time.perf_counter() > deadline and rows:  # at least one candidate, whatever the budget
@@ -318,7 +369,12 @@ def tune(
     # mixed precision: revert one layer at a time, rank by the accuracy it gives back, revert the worst first
     base_cell = MIXED_CELL.replace(model=model)
     base = next(
-        (r for r in rows if (r["cell"], r["runtime"], r["calibration_images"]) == (base_cell.id, "onnxruntime", 200)),
+        (
+            r
+            for r in rows
+            if (r["cell"], r["runtime"], r["calibration_images"])
+            == (base_cell.id, "onnxruntime", ws.calibration().config.num_samples)
+        ),
         None,
     )
     if base is not None and base["validation_drop_points"] > max_drop and not stopped:
@@ -328,7 +384,8 @@ def tune(
             if deadline and time.perf_counter() > deadline:
                 stopped = "budget"
                 break
-            pred = validation_predictions(ws, mixed_precision(ws, base_cell, (layer,)), "onnxruntime", model, val)
+            mixed = mixed_precision(ws, base_cell, (layer,))
+            pred = validation_predictions(ws, mixed, "onnxruntime", model, val, pool.split)
             gains[layer] = float((pred == val_labels).mean()) - base["validation_accuracy"]
         ranked = sorted(gains, key=lambda k: -gains[k])
         say(
@@ -349,10 +406,10 @@ def tune(
 
     # NNCF's accuracy control on the same images and drop, for comparison (never a candidate: it would be
     # chosen by the same validation images it was tuned on)
-    nncf_ac, nncf_seconds = nncf_accuracy_control(ws, model, val, max_drop)
+    nncf_ac, nncf_seconds = nncf_accuracy_control(ws, model, val, max_drop, pool.split)
     nncf_rows: list[dict[str, Any]] = []
     for rt in runtimes_for("onnx", True):
-        pred = validation_predictions(ws, nncf_ac, rt.name, model, val)
+        pred = validation_predictions(ws, nncf_ac, rt.name, model, val, pool.split)
         acc = float((pred == val_labels).mean())
         nncf_rows.append(
             {
@@ -376,7 +433,7 @@ def tune(
         rows, key=lambda r: r["validation_drop_points"]
     )[:3]
     timed += nncf_rows
-    x = np.ascontiguousarray(float_images(train.images[val[:SPEED_BATCH]]))
+    x = np.ascontiguousarray(source.images[val[:SPEED_BATCH]], dtype=get_model(model).input_dtype)
     fns = {"fp32 on onnxruntime": runner(Deployment("onnxruntime", "fp32", fp32), 1, SPEED_BATCH)}
     for r in timed:
         fns[r["candidate"]] = runner(Deployment(r["runtime"], r["cell"], Path(r["artifact"])), 1, SPEED_BATCH)
@@ -395,16 +452,16 @@ def tune(
         "objective": objective,
         "protocol": {
             "calibration": [
-                {"split": "train", "images": c.num_samples, "indices_sha256": digest(ws.calibration(c).indices)}
+                {"split": pool.split, "images": c.num_samples, "indices_sha256": digest(ws.calibration(c).indices)}
                 for c in configs
             ],
             "validation": {
-                "split": "train",
+                "split": pool.split,
                 "images": len(val),
                 "seed": VALIDATION_SEED,
                 "indices_sha256": digest(val),
             },
-            "test": {"split": "test", "images": len(ws.split("test")), "scored": "once, the chosen model and FP32"},
+            "test": {"split": pool.scored, "images": len(ws.split("test")), "scored": "once: the chosen model, FP32"},
         },
         "fp32_validation_accuracy": fp32_acc,
         "candidates": rows,

@@ -206,6 +206,7 @@ class UserStore(ArtifactStore):
     calib: CalibrationSet
     data_file: Path
     calibration_file: Path | None
+    pool: Split | None = None  # the calibration file, when labelled: what ``ptq tune`` calibrates and validates on
 
     @classmethod
     def open(
@@ -263,10 +264,13 @@ class UserStore(ArtifactStore):
             calib=calib,
             data_file=data,
             calibration_file=calibration,
+            pool=None
+            if calibration is None or calib_labels is None
+            else Split("calibration", calib_images, calib_labels.astype(np.int64)),
         )
 
     def split(self, name: str = "test") -> Split:
-        return self.data
+        return self.pool if name == "calibration" and self.pool is not None else self.data
 
     def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
         return self.calib
@@ -282,7 +286,8 @@ class UserStore(ArtifactStore):
         return _no_module(self)
 
     def data_sha256(self, name: str = "test") -> str:
-        return _digest(self.data.images, self.data.labels)
+        split = self.split(name)
+        return _digest(split.images, split.labels)
 
     @property
     def calibration_note(self) -> str:

@@ -85,6 +85,15 @@ def calib_npz(ws, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def labelled_calib_npz(ws, tmp_path_factory) -> Path:
+    train = ws.split("train")
+    path = tmp_path_factory.mktemp("calib") / "labelled.npz"
+    images = (train.images[:3000].transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+    np.savez(path, images=images, labels=train.labels[:3000])
+    return path
+
+
+@pytest.fixture(scope="session")
 def run_cache(ws) -> Path:
     return ws.models_dir / "run"  # keyed like every artifact: shared by workers and runs
 
@@ -319,3 +328,50 @@ def test_the_pytest_plugin_runs_the_checks_from_any_folder(user_files, default_r
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert bad.returncode == 4 and "missing.onnx: no such file" in bad.stderr
+
+
+@pytest.mark.e2e
+def test_tune_on_a_user_model_calibrates_and_validates_on_its_labelled_file(
+    user_files, labelled_calib_npz, run_cache, tmp_path, capsys
+) -> None:
+    from ptq_core import tune
+    from ptq_core.run import RunInputs
+
+    out = tmp_path / "tuned"
+    args = ["tune", "--onnx", user_files["onnx"], "--data", user_files["data"], "--calibration", labelled_calib_npz,
+            "--cache", run_cache, "--max-drop", "1", "--cells", "onnxruntime-u8s8-minmax-*", "--out", out]  # fmt: skip
+    assert cli.main([str(a) for a in args]) == 0, capsys.readouterr()
+    result = json.loads((out / "tune.json").read_text())
+    protocol = result["protocol"]
+    assert [c["split"] for c in protocol["calibration"]] == ["calibration"] and protocol["test"]["split"] == "data"
+    store = RunInputs(user_files["onnx"], user_files["data"], labelled_calib_npz, cache_dir=run_cache).open()
+    assert store.pool is not None
+    val = tune.validation_indices(store.pool.labels, store.calib.indices, None, tune.VALIDATION_SEED, np.arange(10))
+    assert protocol["validation"]["indices_sha256"] == tune.digest(val) and len(val) == 2590  # 259 of each class
+    assert not np.intersect1d(val, store.calib.indices).size  # no validation image calibrates
+    chosen = result["chosen"]
+    assert abs(chosen["test_fp32_accuracy"] - MODELS["mobilenetv1"].reference_correct / 10_000) <= 0.001
+    assert chosen["validation_drop_points"] <= 1.0 and chosen["vs_ort_fp32"] > 1.0
+    found = FORMATS["onnx"].inspect(out / Path(chosen["artifact"]).name)
+    assert found.weight_ops == found.quantized_weight_ops == 20
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        (None, "ptq tune --onnx needs --data DATA.npz"),
+        ("unlabelled", "needs --calibration CALIB.npz with `images` and `labels`"),
+    ],
+)
+def test_tune_on_a_user_model_without_labelled_calibration_exits_2(calibration, message, tmp_path, capsys) -> None:
+    args = ["tune", "--onnx", _tiny_onnx(tmp_path / "m.onnx"), "--data", _data(tmp_path / "x.npz"), "--max-drop", "1"]
+    if calibration:
+        unlabelled = tmp_path / "calib.npz"
+        np.savez(unlabelled, images=np.load(tmp_path / "x.npz")["images"])
+        args += ["--calibration", unlabelled, "--cache", tmp_path / "cache"]
+    try:
+        status = cli.main([*map(str, args), "--out", str(tmp_path / "out")])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    assert status == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
