@@ -4,7 +4,8 @@ Protocol: the cells calibrate on their 200 stratified train images; a stratified
 train images decides everything (which candidates hold ``max_drop``, which layers stay in float); the test
 split is scored once, at the end, for the chosen model and its FP32 twin only. The search space is every
 cell of every backend that writes ONNX, on every checked runtime that runs it, each calibrated on 200 and on
-1,000 train images (``--calibration-samples``; entropy and distribution cells on 200 only), plus ONNX Runtime
+1,000 train images (``--calibration-samples``; entropy and distribution cells on 200 only), ONNX Runtime's
+percentile and entropy cells with other calibrator settings (``CALIBRATOR_VARIANTS``), and ONNX Runtime
 mixed precision: the u8s8 cell with its most sensitive conv/linear layers left in float (ranked by reverting one
 layer at a time, as NNCF's accuracy control does), added until the drop holds. Among the candidates within
 ``max_drop`` of FP32 on validation, the fastest at batch 256 (measured in one interleaved run, 1 thread,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -44,6 +46,12 @@ CALIBRATION_SAMPLES = (200, 1000)
 # Histogram calibrators whose ranges cost far more on more images (entropy) or are known-bad (distribution)
 # are searched at the default 200 only.
 ONE_SIZE_CALIBRATORS = ("entropy", "distribution")
+# ONNX Runtime calibrator settings searched beside the cells' own (backends/onnxruntime.CALIBRATOR_OPTIONS:
+# percentile 99.999, entropy 2048 bins into 128): clipping more outliers, and a coarser entropy histogram.
+CALIBRATOR_VARIANTS: dict[str, tuple[dict[str, object], ...]] = {
+    "percentile": ({"percentile": 99.99}, {"percentile": 99.9}),
+    "entropy": ({"num_bins": 1024},),
+}
 
 
 def digest(indices: np.ndarray) -> str:
@@ -99,13 +107,15 @@ class Candidate:
     path: Path
     float_layers: tuple[str, ...] = ()  # ONNX node names left in float (mixed precision)
     calibration: CalibrationConfig = CalibrationConfig()
+    options: tuple[tuple[str, object], ...] = ()  # calibrator settings other than the cell's own
 
     @property
     def name(self) -> str:
         mixed = f"+{len(self.float_layers)}fp32" if self.float_layers else ""
         n = self.calibration.num_samples
         samples = "" if n == CalibrationConfig().num_samples else f"@{n}"
-        return f"{self.cell.id}{samples}{mixed} on {self.runtime}"
+        options = "".join(f"[{k} {v}]" for k, v in self.options)
+        return f"{self.cell.id}{samples}{options}{mixed} on {self.runtime}"
 
 
 def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.ndarray:
@@ -166,6 +176,38 @@ def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
         ort_backend.quantize_with_ranges(fp32, ranges, cell, tmp, nodes_to_exclude=float_layers)
 
     return cache.build_once(path, key, build)
+
+
+def calibrator_variant(ws: Any, cell: Cell, options: dict[str, object]) -> Path:
+    """The ONNX Runtime cell with its calibrator's settings changed by ``options``, built once."""
+    from ptq_core.backends import onnxruntime as ort_backend
+    from ptq_core.formats.onnx import input_name
+
+    fp32 = ws.fp32("onnx", cell.model)
+    calib = ws.calibration()
+    settings = {**ort_backend.CALIBRATOR_OPTIONS[cell.calibrator], **options}
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    common = {
+        "calibrator": cell.calibrator,
+        "options": settings,
+        "fp32_sha256": sources.file_digest(fp32),
+        "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+        "code": cache.code_digest(("tune", "backends/onnxruntime")),
+        "versions": cache.library_versions(("onnxruntime", "onnx")),
+    }
+    ranges = cache.build_once(
+        ws.models_dir / TUNE_DIR / f"{cell.model}-ranges-{cell.calibrator}-{tag}{calib.config.suffix}.json",
+        common,
+        lambda tmp: ort_backend.save_ranges(
+            fp32, cell.calibrator, np.ascontiguousarray(calib.images), input_name(fp32), tmp, settings
+        ),
+    )
+    key = {**common, "cell": cell.id, "ranges_sha256": sources.file_digest(ranges)}
+    return cache.build_once(
+        ws.models_dir / TUNE_DIR / f"{cell.id}-{tag}{calib.config.suffix}.onnx",
+        key,
+        lambda tmp: ort_backend.quantize_with_ranges(fp32, ranges, cell, tmp),
+    )
 
 
 def nncf_accuracy_control(
@@ -347,6 +389,7 @@ def tune(
             "runtime": cand.runtime,
             "float_layers": list(cand.float_layers),
             "calibration_images": cand.calibration.num_samples,
+            "calibrator_options": dict(cand.options),
             "artifact": str(cand.path),
             "file_bytes": cand.path.stat().st_size,
             "validation_accuracy": acc,
@@ -360,7 +403,14 @@ def tune(
     if not candidates:
         names = ", ".join(c.id.removeprefix(f"{model}-") for c in _cells(ws, model)[:2])
         raise PTQError(f"--cells {' '.join(patterns)} matches no ONNX cell of {model}: cells are named like {names}")
-    for cand in candidates:
+    variants = (
+        Candidate(c, rt.name, calibrator_variant(ws, c, options), options=tuple(options.items()))
+        for c in cells
+        if c.backend == "onnxruntime"
+        for options in CALIBRATOR_VARIANTS.get(c.calibrator, ())
+        for rt in c.runtimes
+    )
+    for cand in itertools.chain(candidates, variants):  # variants are built as the search reaches them
         if deadline and time.perf_counter() > deadline and rows:  # at least one candidate, whatever the budget
             stopped = "budget"
             break

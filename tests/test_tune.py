@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ptq_core import cli, tune
 from ptq_core.cache import BUILD_LOG
 from ptq_core.calibration import CalibrationConfig, stratified_indices
+from ptq_core.sources import file_digest
 
 
 @settings(max_examples=60, deadline=None)
@@ -106,6 +107,11 @@ def test_an_impossible_drop_exits_1_with_the_best_found_and_its_shortfall(tmp_pa
     result = json.loads((tmp_path / "tune.json").read_text())
     assert "chosen" not in result and result["shortfall_points"] > 0
     assert "No candidate holds 0.05 points" in (tmp_path / "tune.md").read_text()
+    # the entropy cell is searched with a coarser histogram too: another calibration, so another model
+    variant = next(r for r in result["candidates"] if r["calibrator_options"])
+    assert variant["calibrator_options"] == {"num_bins": 1024} and "[num_bins 1024]" in variant["candidate"]
+    cell = next(r for r in result["candidates"] if not r["calibrator_options"] and r["runtime"] == variant["runtime"])
+    assert file_digest(Path(variant["artifact"])) != file_digest(Path(cell["artifact"]))
 
 
 @pytest.mark.e2e

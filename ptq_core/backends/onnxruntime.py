@@ -84,8 +84,16 @@ def _preprocessed(fp32_onnx: Path, workdir: Path) -> Path:
     return pre
 
 
-def save_ranges(fp32_onnx: Path, calibrator: str, images: np.ndarray, input_name: str, out: Path) -> None:
-    """The calibrator's activation ranges as quantize_static's calibration cache (JSON) at ``out``."""
+def save_ranges(
+    fp32_onnx: Path,
+    calibrator: str,
+    images: np.ndarray,
+    input_name: str,
+    out: Path,
+    options: dict[str, object] | None = None,
+) -> None:
+    """The calibrator's activation ranges as quantize_static's calibration cache (JSON) at ``out``;
+    ``options`` replace ``CALIBRATOR_OPTIONS`` (``ptq tune``'s calibrator variants)."""
     from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -95,7 +103,7 @@ def save_ranges(fp32_onnx: Path, calibrator: str, images: np.ndarray, input_name
             sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),  # what quantize_static quantizes by default
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=_method(calibrator),
-            extra_options=CALIBRATOR_OPTIONS[calibrator],
+            extra_options=CALIBRATOR_OPTIONS[calibrator] if options is None else options,
         )
         with contextlib.redirect_stdout(io.StringIO()):  # histogram collectors print progress
             cal.collect_data(_ImageReader(images, input_name))
