@@ -15,6 +15,7 @@ from ptq_core.errors import PTQError
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
+from ptq_core.output import check_replaceable, write_folder
 from ptq_core.runtimes import RUNTIMES
 
 EXAMPLES = """\
@@ -391,6 +392,8 @@ def _compare(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from ptq_core import deploy
 
+    if args.out:
+        check_replaceable(args.out, "bench.json")  # before a minute of timing, not after
     ws = _workspace(args)
     result = deploy.measure(ws, args.model, rounds=args.rounds)
     text = deploy.markdown(result)
@@ -405,8 +408,6 @@ def _bench(args: argparse.Namespace) -> None:
         text += "\n" + deploy.attempts_markdown(result["ort_attempts"], result["ort_profile"])
     print(text)
     if args.out:
-        from ptq_core.output import write_folder
-
         write_folder(
             args.out,
             "bench.json",
@@ -420,6 +421,7 @@ def _bench(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> int:
     from ptq_core import tune
 
+    check_replaceable(args.out, "tune.json")  # before the search, not after
     if args.onnx is None:
         if args.data or args.calibration:
             raise PTQError("--data and --calibration go with --onnx MODEL.onnx (your classifier)")

@@ -27,9 +27,10 @@ def build(
     results = collect(ws, cells)
     results["studies"] = calibration_studies(ws) if studies else {}
     results["pt2_archive_bytes"] = {}
-    for name, path in (("fp32", ws.fp32("pt2")), ("uint8", ws.quantized(Cell("pytorch", "uint8"))))[: 2 * archive]:
-        with open(path, "rb") as f:
-            results["pt2_archive_bytes"][name] = asdict(archive_bytes(f))
+    if archive:
+        for name, path in (("fp32", ws.fp32("pt2")), ("uint8", ws.quantized(Cell("pytorch", "uint8")))):
+            with open(path, "rb") as f:
+                results["pt2_archive_bytes"][name] = asdict(archive_bytes(f))
     results["speed"] = speed_rows(benchmarks) if benchmarks else []
     results["speed_source"] = f"run {benchmarks.name[:4]}, {benchmarks.parent.name}" if benchmarks else None
     return results
@@ -42,7 +43,6 @@ UNION_KEYS = ("versions", "models")
 
 def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """Shards' results (``pytest --splits N --group i --ptq-report DIR``) as the one run they are parts of."""
-    from ptq_core.matrix import CELLS
     from ptq_core.models import DEFAULT_MODEL
 
     if not parts:

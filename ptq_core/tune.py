@@ -154,28 +154,11 @@ def _libraries(runtime: str) -> tuple[str, ...]:
 
 
 def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
-    """The ONNX Runtime cell quantized with ``float_layers`` (node names) left in float, built once."""
-    from ptq_core.backends import onnxruntime as ort_backend
-
+    """The ONNX Runtime cell quantized from its own ranges with ``float_layers`` (node names) left in float."""
     ws.quantized(cell)  # its calibrator's shared ranges
-    fp32 = ws.fp32("onnx", cell.model)
-    suffix = ws.calibration().config.suffix
-    ranges = ws.models_dir / "shared" / f"{cell.model}-onnxruntime-ranges-{cell.calibrator}{suffix}.json"
+    ranges = ws.shared_path(cell, f"ranges-{cell.calibrator}.json", ws.calibration().config)
     name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
-    path = ws.models_dir / TUNE_DIR / f"{cell.id}-fp32-{name}.onnx"
-    key = {
-        "cell": cell.id,
-        "float_layers": list(float_layers),
-        "fp32_sha256": sources.file_digest(fp32),
-        "ranges_sha256": sources.file_digest(ranges),
-        "code": cache.code_digest(("tune", "backends/onnxruntime")),
-        "versions": cache.library_versions(("onnxruntime", "onnx")),
-    }
-
-    def build(tmp: Path) -> None:
-        ort_backend.quantize_with_ranges(fp32, ranges, cell, tmp, nodes_to_exclude=float_layers)
-
-    return cache.build_once(path, key, build)
+    return _from_ranges(ws, cell, ranges, f"{cell.id}-fp32-{name}", float_layers)
 
 
 def calibrator_variant(ws: Any, cell: Cell, options: dict[str, object]) -> Path:
@@ -187,7 +170,7 @@ def calibrator_variant(ws: Any, cell: Cell, options: dict[str, object]) -> Path:
     calib = ws.calibration()
     settings = {**ort_backend.CALIBRATOR_OPTIONS[cell.calibrator], **options}
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    common = {
+    key = {
         "calibrator": cell.calibrator,
         "options": settings,
         "fp32_sha256": sources.file_digest(fp32),
@@ -197,16 +180,31 @@ def calibrator_variant(ws: Any, cell: Cell, options: dict[str, object]) -> Path:
     }
     ranges = cache.build_once(
         ws.models_dir / TUNE_DIR / f"{cell.model}-ranges-{cell.calibrator}-{tag}{calib.config.suffix}.json",
-        common,
+        key,
         lambda tmp: ort_backend.save_ranges(
             fp32, cell.calibrator, np.ascontiguousarray(calib.images), input_name(fp32), tmp, settings
         ),
     )
-    key = {**common, "cell": cell.id, "ranges_sha256": sources.file_digest(ranges)}
+    return _from_ranges(ws, cell, ranges, f"{cell.id}-{tag}{calib.config.suffix}")
+
+
+def _from_ranges(ws: Any, cell: Cell, ranges: Path, stem: str, float_layers: tuple[str, ...] = ()) -> Path:
+    """quantize_static of the ONNX Runtime cell from a calibration cache, built once into the tune cache."""
+    from ptq_core.backends import onnxruntime as ort_backend
+
+    fp32 = ws.fp32("onnx", cell.model)
+    key = {
+        "cell": cell.id,
+        "float_layers": list(float_layers),
+        "fp32_sha256": sources.file_digest(fp32),
+        "ranges_sha256": sources.file_digest(ranges),
+        "code": cache.code_digest(("tune", "backends/onnxruntime")),
+        "versions": cache.library_versions(("onnxruntime", "onnx")),
+    }
     return cache.build_once(
-        ws.models_dir / TUNE_DIR / f"{cell.id}-{tag}{calib.config.suffix}.onnx",
+        ws.models_dir / TUNE_DIR / f"{stem}.onnx",
         key,
-        lambda tmp: ort_backend.quantize_with_ranges(fp32, ranges, cell, tmp),
+        lambda tmp: ort_backend.quantize_with_ranges(fp32, ranges, cell, tmp, nodes_to_exclude=float_layers),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,7 @@ class UserStore(ArtifactStore):
     data_file: Path
     calibration_file: Path | None
     pool: Split | None = None  # the calibration file, when labelled: what ``ptq tune`` calibrates and validates on
+    digests: dict[str, str] = field(default_factory=dict, compare=False, hash=False)  # data_sha256, once per split
 
     @classmethod
     def open(
@@ -286,8 +287,10 @@ class UserStore(ArtifactStore):
         return _no_module(self)
 
     def data_sha256(self, name: str = "test") -> str:
-        split = self.split(name)
-        return _digest(split.images, split.labels)
+        split = self.split(name)  # every cached prediction asks: hash the 100+ MB once
+        if split.name not in self.digests:
+            self.digests[split.name] = _digest(split.images, split.labels)
+        return self.digests[split.name]
 
     @property
     def calibration_note(self) -> str:

@@ -60,6 +60,11 @@ class ArtifactStore:
         stem, ext = os.path.splitext(cell.artifact_name)
         return self.models_dir / f"{stem}{config.suffix}{ext}"
 
+    def shared_path(self, cell: Cell, name: str, config: CalibrationConfig) -> Path:
+        """What the cells of a model and backend share, e.g. ONNX Runtime's ranges of one calibrator."""
+        path = self.models_dir / SHARED_DIR / f"{cell.model}-{cell.backend}-{name}"
+        return path.with_name(f"{path.stem}{config.suffix}{path.suffix}")
+
     def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
         """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
         backend = cell.backend_spec
@@ -74,8 +79,7 @@ class ArtifactStore:
         }
 
         def shared(name: str, build: Any) -> Path:
-            path = self.models_dir / SHARED_DIR / f"{cell.model}-{backend.name}-{name}"
-            path = path.with_name(f"{path.stem}{calib.config.suffix}{path.suffix}")
+            path = self.shared_path(cell, name, calib.config)
             return cache.build_once(path, {"artifact": path.name, **common}, build)
 
         inputs = BuildInputs(

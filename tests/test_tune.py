@@ -151,3 +151,14 @@ def test_bad_tune_input_exits_2_naming_the_option(args, message, tmp_path: Path,
         status = int(exc.code or 0)
     assert status == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_that_is_not_a_tune_output_is_refused_before_the_search(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    models = tmp_path / "models"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["tune", "--max-drop", "0.3", "--out", str(out), "--models-dir", str(models)])
+    assert exc.value.code == 2 and "is not an output folder of this command" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me" and not models.exists()  # nothing searched or built
