@@ -157,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser(
         "tune",
         help="the 8-bit model to ship: fastest (or smallest) within --max-drop on validation, test scored once",
-        description="Searches every ONNX cell on every runtime, calibrated on 200 and 1,000 train images, plus "
-        "ONNX Runtime mixed precision (the most sensitive layers left in float), scoring each on a stratified "
-        "validation set of train images no calibration saw. Among the candidates within --max-drop points of FP32 "
-        "on validation, the fastest "
-        "at batch 256 (timed in one interleaved run) or the smallest wins; only then is the test split scored, for "
-        "it and FP32. Exit 0 with a chosen model, 1 when no candidate holds --max-drop (the best one is reported "
+        description="Searches every cell, calibrated on 200 and 1,000 train images (ONNX cells on every runtime, "
+        "PT2E cells compiled by Inductor), plus mixed precision in ONNX Runtime and PT2E (the most sensitive layers "
+        "left in float), scoring each on a stratified validation set of train images no calibration saw. Among the "
+        "candidates within --max-drop points of FP32 on validation, the fastest at batch 256 (timed in one "
+        "interleaved run) or the smallest wins; only then is the test split scored, for it and FP32. Exit 0 with a "
+        "chosen model, 1 when no candidate holds --max-drop (the best one is reported "
         "with its shortfall), 2 on bad input.",
     )
     tune.add_argument("--model", default=DEFAULT_MODEL, choices=tuple(MODELS))

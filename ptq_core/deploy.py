@@ -147,17 +147,22 @@ def _compiled(path: Path) -> Any:
     return torch.compile(pt2.load(path).module(), dynamic=False)
 
 
-def accuracy(d: Deployment, images: np.ndarray, labels: np.ndarray, threads: int = 1, batch: int = 256) -> float:
-    """Top-1 accuracy of the deployment as it runs, in batches of ``batch`` (the last one padded)."""
+def predictions(d: Deployment, images: np.ndarray, threads: int = 1, batch: int = 256) -> np.ndarray:
+    """Top-1 classes of the deployment as it runs, in batches of ``batch`` (the last one padded)."""
     run = runner(d, threads, batch)
-    hits = 0
+    classes = []
     for start in range(0, len(images), batch):
         chunk = float_images(images[start : start + batch])
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        hits += int((run(chunk)[:n].argmax(1) == labels[start : start + n]).sum())
-    return hits / len(images)
+        classes.append(run(chunk)[:n].argmax(1))
+    return np.concatenate(classes)
+
+
+def accuracy(d: Deployment, images: np.ndarray, labels: np.ndarray, threads: int = 1, batch: int = 256) -> float:
+    """Top-1 accuracy of the deployment as it runs, in batches of ``batch`` (the last one padded)."""
+    return float((predictions(d, images, threads, batch) == labels).mean())
 
 
 def group_timer(deps: list[Deployment], images: np.ndarray, batch: int, threads: int) -> PairedTimer:

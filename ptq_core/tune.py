@@ -3,13 +3,14 @@
 Protocol: the cells calibrate on their 200 stratified train images; a stratified validation set of other
 train images decides everything (which candidates hold ``max_drop``, which layers stay in float); the test
 split is scored once, at the end, for the chosen model and its FP32 twin only. The search space is every
-cell of every backend that writes ONNX, on every checked runtime that runs it, each calibrated on 200 and on
-1,000 train images (``--calibration-samples``; entropy and distribution cells on 200 only), ONNX Runtime's
-percentile and entropy cells with other calibrator settings (``CALIBRATOR_VARIANTS``), and ONNX Runtime
-mixed precision: the u8s8 cell with its most sensitive conv/linear layers left in float (ranked by reverting one
-layer at a time, as NNCF's accuracy control does), added until the drop holds. Among the candidates within
-``max_drop`` of FP32 on validation, the fastest at batch 256 (measured in one interleaved run, 1 thread,
-on the runtime that will serve it) or the smallest wins.
+cell of every backend, each calibrated on 200 and on 1,000 train images (``--calibration-samples``; entropy
+and distribution cells on 200 only): an ONNX cell on every checked runtime that runs it, a PT2E cell compiled
+by Inductor (``INDUCTOR``, as ``ptq bench`` serves it); ONNX Runtime's percentile and entropy cells with other
+calibrator settings (``CALIBRATOR_VARIANTS``); and mixed precision in ONNX Runtime (``nodes_to_exclude``) and
+PT2E (a per-module quantizer config): the fast cell of each (``MIXED_CELLS``) with its most sensitive conv/linear
+layers left in float (ranked by reverting one layer at a time, as NNCF's accuracy control does), added until
+the drop holds. Among the candidates within ``max_drop`` of FP32 on validation, the fastest at batch 256
+(measured in one interleaved run, 1 thread, on the runtime that will serve it) or the smallest wins.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ SPEED_BATCH, SPEED_ROUNDS = 256, 5
 # the same OpenVINO candidates 3.29-3.32x apart by ~1 % from run to run, and runtimes differ by far more
 # (OpenVINO ~3.3x, ONNX Runtime ~2.0x).
 SPEED_TIE = 0.05
-MIXED_CELL = Cell("onnxruntime", "u8s8")  # the fast ONNX Runtime cell; mixed precision starts from it
+# PT2E candidates are served compiled by Inductor: validated, timed and scored there, each compiled once per
+# process (tens of seconds cold, ~6 s from Inductor's cache). Eager torch is a reference, never a deployment.
+INDUCTOR = "inductor"
+# Mixed precision starts from the fast cell of each backend with a per-layer float option; the layers are ranked
+# on the runtime named here (eager torch for PT2E: no compile per ranking build).
+MIXED_CELLS = {Cell("onnxruntime", "u8s8"): "onnxruntime", Cell("pytorch", "uint8"): "torch"}
 CALIBRATION_SAMPLES = (200, 1000)
 # Histogram calibrators whose ranges cost far more on more images (entropy) or are known-bad (distribution)
 # are searched at the default 200 only.
@@ -122,7 +128,29 @@ def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.nda
     from ptq_core.eval import predict_scores
     from ptq_core.models import get_model
 
+    if runtime == INDUCTOR:  # as it is timed: 1 thread, batches of SPEED_BATCH (one compiled shape)
+        from ptq_core.deploy import Deployment, predictions
+
+        return predictions(Deployment(INDUCTOR, path.stem, path), images, threads=1, batch=SPEED_BATCH)
     return predict_scores(path, images, get_model(model), runtime, batch_size=500).argmax(axis=1)
+
+
+# Measured with torch 2.13: Inductor's x86 int8 kernels take uint8 activations. An int8 per-channel PT2E cell
+# fails to compile (quantized::packed_weights_conv2drelu: "Input tensor should have uint8"), an int8 per-tensor
+# one runs unfused, 2.3x slower than the uint8 cell.
+UNSERVED = "PT2E cells with int8 activations: Inductor's x86 int8 kernels take uint8 activations"
+
+
+def serving(cell: Cell) -> tuple[str, ...]:
+    """The runtimes a cell's artifact is a candidate on (none: see ``UNSERVED``)."""
+    if cell.backend_spec.format == "pt2":
+        return (INDUCTOR,) if cell.dtype == "uint8" else ()
+    return tuple(rt.name for rt in cell.runtimes)
+
+
+def fp32_for(ws: Any, runtime: str, model: str) -> Path:
+    """The FP32 model a candidate on ``runtime`` is compared with: the same format on the same runtime."""
+    return ws.fp32("pt2" if runtime in (INDUCTOR, "torch") else "onnx", model)
 
 
 def validation_predictions(
@@ -134,7 +162,7 @@ def validation_predictions(
         "runtime": runtime,
         "pool_sha256": ws.data_sha256(pool),
         "indices_sha256": digest(indices),
-        "code": cache.code_digest(("eval", "runtimes", "models", "tune")),
+        "code": cache.code_digest(("eval", "runtimes", "models", "tune", "deploy", "speed")),
         "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
     }
     images = ws.split(pool).images[indices]
@@ -150,15 +178,44 @@ def validation_predictions(
 def _libraries(runtime: str) -> tuple[str, ...]:
     from ptq_core.runtimes import get_runtime
 
-    return get_runtime(runtime).libraries
+    return ("torch",) if runtime == INDUCTOR else get_runtime(runtime).libraries
 
 
 def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
-    """The ONNX Runtime cell quantized from its own ranges with ``float_layers`` (node names) left in float."""
+    """The cell with ``float_layers`` left in float: ONNX node names for ONNX Runtime, module names for PT2E."""
+    if cell.backend == "pytorch":
+        return _pt2e_mixed_precision(ws, cell, float_layers)
     ws.quantized(cell)  # its calibrator's shared ranges
     ranges = ws.shared_path(cell, f"ranges-{cell.calibrator}.json", ws.calibration().config)
     name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
     return _from_ranges(ws, cell, ranges, f"{cell.id}-fp32-{name}", float_layers)
+
+
+def _pt2e_mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
+    from ptq_core.backends import pytorch
+
+    inputs, common = ws.build_inputs(cell)
+    name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
+    key = {
+        **common,
+        "cell": cell.id,
+        "float_layers": list(float_layers),
+        "code": cache.code_digest(("tune", "backends/pytorch", "backends/__init__", "calibration")),
+    }
+    return cache.build_once(
+        ws.models_dir / TUNE_DIR / f"{cell.id}-fp32-{name}.pt2",
+        key,
+        lambda tmp: pytorch.quantize(inputs, cell, tmp, float_layers),
+    )
+
+
+def layers_of(ws: Any, cell: Cell) -> tuple[str, ...]:
+    """The conv/linear layers mixed precision may leave in float, by the name the cell's backend takes."""
+    from ptq_core.backends import pytorch
+
+    if cell.backend == "pytorch":
+        return pytorch.weight_layers(ws.fp32_module(cell.model))
+    return weight_layers(ws.fp32("onnx", cell.model))
 
 
 def calibrator_variant(ws: Any, cell: Cell, options: dict[str, object]) -> Path:
@@ -355,25 +412,28 @@ def tune(
     val = validation_indices(source.labels, calibrated, validation_size, VALIDATION_SEED, pool.classes)
     val_labels = source.labels[val]
     fp32 = ws.fp32("onnx", model)
+    cells = [
+        c
+        for c in _cells(ws, model)
+        if not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns)
+    ]
+    served = {rt for c in cells for rt in serving(c)} | {rt.name for rt in runtimes_for("onnx", True)}
     fp32_val = {
-        rt.name: validation_predictions(ws, fp32, rt.name, model, val, pool.split) for rt in runtimes_for("onnx", True)
+        rt: validation_predictions(ws, fp32_for(ws, rt, model), rt, model, val, pool.split) for rt in sorted(served)
     }
     fp32_acc = {rt: float((p == val_labels).mean()) for rt, p in fp32_val.items()}
     say(f"validation: {len(val)} {pool.split} images; FP32 " + ", ".join(f"{k} {v:.2%}" for k, v in fp32_acc.items()))
 
-    cells = [
-        c
-        for c in _cells(ws, model)
-        if c.backend_spec.format == "onnx"
-        and (not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns))
-    ]
+    if any(not serving(c) for c in cells):
+        say(f"not searched: {UNSERVED}")
     candidates = [
-        Candidate(c, rt.name, ws.quantized(c, config), calibration=config)
+        Candidate(c, rt, ws.quantized(c, config), calibration=config)
         for c in cells
         for config in configs
         if config.is_default or c.calibrator not in ONE_SIZE_CALIBRATORS
-        for rt in c.runtimes
-        if not known_failure(c, "check_accuracy_vs_fp32", rt.name)  # measured far outside any drop
+        for rt in serving(c)
+        # measured far outside any drop (PT2E's checks run on eager torch)
+        if not known_failure(c, "check_accuracy_vs_fp32", {INDUCTOR: "torch"}.get(rt, rt))
     ]
     rows: list[dict[str, Any]] = []
     stopped = None
@@ -400,7 +460,7 @@ def tune(
 
     if not candidates:
         names = ", ".join(c.id.removeprefix(f"{model}-") for c in _cells(ws, model)[:2])
-        raise PTQError(f"--cells {' '.join(patterns)} matches no ONNX cell of {model}: cells are named like {names}")
+        raise PTQError(f"--cells {' '.join(patterns)} matches no cell of {model}: cells are named like {names}")
     variants = (
         Candidate(c, rt.name, calibrator_variant(ws, c, options), options=tuple(options.items()))
         for c in cells
@@ -415,40 +475,43 @@ def tune(
         evaluate(cand)
 
     # mixed precision: revert one layer at a time, rank by the accuracy it gives back, revert the worst first
-    base_cell = MIXED_CELL.replace(model=model)
-    base = next(
-        (
-            r
-            for r in rows
-            if (r["cell"], r["runtime"], r["calibration_images"])
-            == (base_cell.id, "onnxruntime", ws.calibration().config.num_samples)
-        ),
-        None,
-    )
-    if base is not None and base["validation_drop_points"] > max_drop and not stopped:
-        layers = weight_layers(fp32)
+    for mixed_cell, ranking_runtime in MIXED_CELLS.items():
+        base_cell = mixed_cell.replace(model=model)
+        runtime = serving(base_cell)[0]
+        base = next(
+            (
+                r
+                for r in rows
+                if (r["cell"], r["runtime"], r["calibration_images"], r["calibrator_options"])
+                == (base_cell.id, runtime, ws.calibration().config.num_samples, {})
+            ),
+            None,
+        )
+        if base is None or base["validation_drop_points"] <= max_drop or stopped:
+            continue
+        base_ranked = validation_predictions(
+            ws, Path(base["artifact"]), ranking_runtime, model, val, pool.split
+        )  # the base on the ranking runtime
+        base_hits = float((base_ranked == val_labels).mean())
         gains = {}
-        for layer in layers:
+        for layer in layers_of(ws, base_cell):
             if deadline and time.perf_counter() > deadline:
                 stopped = "budget"
                 break
             mixed = mixed_precision(ws, base_cell, (layer,))
-            pred = validation_predictions(ws, mixed, "onnxruntime", model, val, pool.split)
-            gains[layer] = float((pred == val_labels).mean()) - base["validation_accuracy"]
+            pred = validation_predictions(ws, mixed, ranking_runtime, model, val, pool.split)
+            gains[layer] = float((pred == val_labels).mean()) - base_hits
         ranked = sorted(gains, key=lambda k: -gains[k])
         say(
-            "layer sensitivity (validation accuracy regained in float): "
+            f"{base_cell.backend} layer sensitivity (validation accuracy regained in float, on {ranking_runtime}): "
             + ", ".join(f"{k} {gains[k]:+.2%}" for k in ranked)
         )
         for k in range(1, len(ranked) + 1):
             if deadline and time.perf_counter() > deadline:
                 stopped = "budget"
                 break
-            row = evaluate(
-                Candidate(
-                    base_cell, "onnxruntime", mixed_precision(ws, base_cell, tuple(ranked[:k])), tuple(ranked[:k])
-                )
-            )
+            layers = tuple(ranked[:k])
+            row = evaluate(Candidate(base_cell, runtime, mixed_precision(ws, base_cell, layers), layers))
             if row["validation_drop_points"] <= max_drop:
                 break
 
@@ -518,8 +581,9 @@ def tune(
     }
     best = chosen or min(rows, key=lambda r: r["validation_drop_points"])
     test = ws.split("test")  # the first and only time the test labels are read
+    best_fp32 = fp32_for(ws, best["runtime"], model)
     cand_pred = _predict(Path(best["artifact"]), best["runtime"], test.images, model)
-    fp32_pred = _predict(fp32, best["runtime"], test.images, model)
+    fp32_pred = _predict(best_fp32, best["runtime"], test.images, model)
     hits, fp32_hits = cand_pred == test.labels, fp32_pred == test.labels
     low, high = wilson_interval(int(hits.sum()), len(hits))
     only_fp32, only_cand, p = mcnemar_exact(fp32_hits, hits)
@@ -531,7 +595,7 @@ def tune(
         "test_mcnemar_fp32_only": only_fp32,
         "test_mcnemar_candidate_only": only_cand,
         "test_mcnemar_p": p,
-        "size_ratio": fp32.stat().st_size / best["file_bytes"],
+        "size_ratio": best_fp32.stat().st_size / best["file_bytes"],
     }
     nncf_best = max(nncf_rows, key=lambda r: r["vs_ort_fp32"])  # served where it runs fastest
     nncf_test = _predict(nncf_ac, nncf_best["runtime"], test.images, model) == test.labels

@@ -65,8 +65,8 @@ class ArtifactStore:
         path = self.models_dir / SHARED_DIR / f"{cell.model}-{cell.backend}-{name}"
         return path.with_name(f"{path.stem}{config.suffix}{path.suffix}")
 
-    def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
-        """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
+    def build_inputs(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> tuple[BuildInputs, dict]:
+        """What the cell's backend quantizes from, and the part of a cache key that covers it."""
         backend = cell.backend_spec
         calib = self.calibration(config)
         fp32 = self.fp32(backend.source, cell.model)
@@ -88,9 +88,14 @@ class ArtifactStore:
             images=calib.images,
             shared=shared,
         )
-        path = self.artifact_path(cell, calib.config)
+        return inputs, common
+
+    def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
+        """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
+        inputs, common = self.build_inputs(cell, config)
+        path = self.artifact_path(cell, self.calibration(config).config)  # a user's store has one calibration set
         key = {"artifact": path.name, "cell": cell.id, **common}
-        return cache.build_once(path, key, lambda tmp: backend.quantize(inputs, cell, tmp))
+        return cache.build_once(path, key, lambda tmp: cell.backend_spec.quantize(inputs, cell, tmp))
 
 
 @dataclass(frozen=True)

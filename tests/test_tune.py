@@ -116,17 +116,27 @@ def test_an_impossible_drop_exits_1_with_the_best_found_and_its_shortfall(tmp_pa
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_drop_holds(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("cell", "fmt", "runtime"),
+    [
+        ("onnxruntime-u8s8-minmax-per_channel", "onnx", "onnxruntime"),
+        ("pytorch-uint8-minmax-per_channel", "pt2", "inductor"),
+    ],
+)
+def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_drop_holds(
+    cell, fmt, runtime, tmp_path: Path, capsys
+) -> None:
     from ptq_core.formats import FORMATS
 
-    status, text = _tune(capsys, tmp_path, "--max-drop", "0", "--cells", "onnxruntime-u8s8-minmax-per_channel")
+    status, text = _tune(capsys, tmp_path, "--max-drop", "0", "--cells", cell, "--calibration-samples", "200")
     result = json.loads((tmp_path / "tune.json").read_text())
     mixed = [r for r in result["candidates"] if r["float_layers"]]
-    base = next(r for r in result["candidates"] if not r["float_layers"] and r["runtime"] == "onnxruntime")
-    assert base["validation_drop_points"] > 0, "the u8s8 cell lost nothing on these images: nothing to revert"
+    base = next(r for r in result["candidates"] if not r["float_layers"] and r["runtime"] == runtime)
+    assert base["validation_drop_points"] > 0, f"the {cell} cell lost nothing on these images: nothing to revert"
     assert [len(r["float_layers"]) for r in mixed] == list(range(1, len(mixed) + 1))  # one more layer each time
     for r in mixed:
-        found = FORMATS["onnx"].inspect(Path(r["artifact"]))
+        assert r["runtime"] == runtime and r["cell"] == base["cell"]
+        found = FORMATS[fmt].inspect(Path(r["artifact"]))
         assert found.quantized_weight_ops == found.weight_ops - len(r["float_layers"]), r["candidate"]
         assert r["float_layers"][: len(mixed[0]["float_layers"])] == mixed[0]["float_layers"]  # ranked once
     last = mixed[-1]
@@ -137,7 +147,7 @@ def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_dro
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--max-drop", "0.3", "--cells", "pytorch-*"), "matches no ONNX cell of resnet8"),
+        (("--max-drop", "0.3", "--cells", "tflite-*"), "matches no cell of resnet8"),
         (("--max-drop", "0.3", "--validation", "5"), "--validation 5: give between 10"),
         (("--max-drop", "-1"), "--max-drop -1: give the accuracy drop"),
         (("--max-drop", "0.3", "--budget", "0"), "--budget 0: give the minutes"),

@@ -70,8 +70,9 @@ def _observers() -> dict[str, Any]:
     }
 
 
-def build_quantizer(cell: Any) -> Any:
-    """The one place a cell becomes a torchao quantizer: X86InductorQuantizer with the cell's specs.
+def build_quantizer(cell: Any, float_layers: tuple[str, ...] = ()) -> Any:
+    """The one place a cell becomes a torchao quantizer: X86InductorQuantizer with the cell's specs, and the
+    modules named in ``float_layers`` left in float (mixed precision).
 
     uint8 with histogram/per_channel is exactly ``get_default_x86_inductor_quantization_config()``.
     """
@@ -100,11 +101,22 @@ def build_quantizer(cell: Any) -> Any:
             qscheme=torch.per_tensor_symmetric,
             observer_or_fake_quant_ctr=obs.MinMaxObserver.with_args(eps=_OBSERVER_EPS),
         )
-    return X86InductorQuantizer().set_global(QuantizationConfig(act, act, weight, None, is_qat=False))
+    quantizer = X86InductorQuantizer().set_global(QuantizationConfig(act, act, weight, None, is_qat=False))
+    for name in float_layers:
+        quantizer.set_module_name_qconfig(name, None)
+    return quantizer
 
 
-def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
-    """Quantize the FP32 module statically for ``cell``, calibrated on the images, and save it to ``out``."""
+def weight_layers(module: Any) -> tuple[str, ...]:
+    """The names of the module's conv and linear layers: what mixed precision may leave in float."""
+    import torch
+
+    return tuple(n for n, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def quantize(inputs: BuildInputs, cell: Any, out: Path, float_layers: tuple[str, ...] = ()) -> None:
+    """Quantize the FP32 module statically for ``cell``, calibrated on the images, and save it to ``out``;
+    the modules named in ``float_layers`` stay in float."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -114,7 +126,7 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     graph = torch.export.export(
         inputs.module().eval(), (pt2.example_batch(model, 2),), dynamic_shapes=pt2.dynamic_batch()
     ).module()
-    prepared = prepare_pt2e(graph, build_quantizer(cell))
+    prepared = prepare_pt2e(graph, build_quantizer(cell, float_layers))
     images = np.ascontiguousarray(inputs.images, dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(images), CALIB_BATCH):
@@ -124,10 +136,11 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
     program = torch.export.export(converted, (pt2.example_batch(model, 2),), dynamic_shapes=pt2.dynamic_batch())
     pt2.save(pt2.compact(program), out)
     found = pt2.inspect(out)
-    if found.quantized_weight_ops != found.weight_ops or found.weight_ops == 0:
+    if found.quantized_weight_ops != found.weight_ops - len(float_layers) or found.weight_ops == 0:
         raise PTQError(
-            f"cell {cell.id}: only {found.quantized_weight_ops} of {found.weight_ops} conv/linear ops "
-            "got int8 weights; the quantizer did not match the rest (use plain nn.Conv2d / nn.Linear)"
+            f"cell {cell.id}: {found.quantized_weight_ops} of {found.weight_ops} conv/linear ops got int8 weights, "
+            f"{len(float_layers)} were to stay in float; the quantizer did not match the rest (use plain "
+            "nn.Conv2d / nn.Linear, and name layers as model.named_modules() does)"
         )
 
 
