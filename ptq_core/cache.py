@@ -8,6 +8,7 @@ records the key, so an interrupted build leaves nothing a later run would use.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -34,13 +35,15 @@ class StaleArtifactWarning(UserWarning):
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:
     """Python's and numpy's versions, and those of ``names`` (distribution names; "absent" if missing)."""
-    versions = {"python": platform.python_version()}
-    for name in sorted({"numpy", *names}):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+    return {"python": platform.python_version(), **{name: _version(name) for name in sorted({"numpy", *names})}}
+
+
+@functools.cache  # reading a distribution's metadata costs ~1 ms, and every cache lookup asks
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def code_digest(modules: Iterable[str]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +69,11 @@ class CalibrationSet:
     labels: np.ndarray | None  # None: the images came without labels (not stratified)
     indices: np.ndarray  # into the split the set was drawn from
     config: CalibrationConfig
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Digest of the images: it keys every artifact built from them."""
+        return hashlib.sha256(self.images.tobytes()).hexdigest()
 
     def held_out(self, num_scored: int) -> np.ndarray:
         """Mask of the scored images this set did not use: all of them unless it was drawn from those."""

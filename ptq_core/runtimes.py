@@ -101,9 +101,9 @@ def _openvino(precision: str | None) -> Callable[[Path, int], Predict]:
 
 
 def _torch(path: Path, threads: int) -> Predict:
-    from ptq_core.formats.pt2 import load
+    from ptq_core.formats.pt2 import eager_module, load
 
-    return _module(load(path).module(), threads)
+    return _module(eager_module(load(path)), threads)
 
 
 def _module(module: Any, threads: int) -> Predict:

@@ -231,7 +231,7 @@ def calibrator_variant(ws: Any, cell: Cell, options: dict[str, object]) -> Path:
         "calibrator": cell.calibrator,
         "options": settings,
         "fp32_sha256": sources.file_digest(fp32),
-        "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+        "calibration_sha256": calib.sha256,
         "code": cache.code_digest(("tune", "backends/onnxruntime")),
         "versions": cache.library_versions(("onnxruntime", "onnx")),
     }
@@ -283,7 +283,7 @@ def nncf_accuracy_control(
     path = ws.models_dir / TUNE_DIR / f"{model}-nncf-accuracy-control-{max_drop:g}-{digest(val)[:12]}.onnx"
     key = {
         "fp32_sha256": sources.file_digest(fp32),
-        "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+        "calibration_sha256": calib.sha256,
         "validation_sha256": digest(val),
         "pool_sha256": ws.data_sha256(pool),
         "max_drop_points": max_drop,
@@ -417,6 +417,11 @@ def tune(
         for c in _cells(ws, model)
         if not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns)
     ]
+    if not any(serving(c) for c in cells):
+        names = ", ".join(c.id.removeprefix(f"{model}-") for c in _cells(ws, model)[:2])
+        raise PTQError(
+            f"--cells {' '.join(patterns)} matches no searched cell of {model}: cells are named like {names}"
+        )
     served = {rt for c in cells for rt in serving(c)} | {rt.name for rt in runtimes_for("onnx", True)}
     fp32_val = {
         rt: validation_predictions(ws, fp32_for(ws, rt, model), rt, model, val, pool.split) for rt in sorted(served)
@@ -435,6 +440,10 @@ def tune(
         # measured far outside any drop (PT2E's checks run on eager torch)
         if not known_failure(c, "check_accuracy_vs_fp32", {INDUCTOR: "torch"}.get(rt, rt))
     ]
+    if not candidates:
+        raise PTQError(
+            f"--cells {' '.join(patterns)}: every cell it matches is a known accuracy failure; choose others"
+        )
     rows: list[dict[str, Any]] = []
     stopped = None
 
@@ -458,9 +467,6 @@ def tune(
         say(f"[{len(rows)}] {cand.name}: validation {acc:.2%} ({(acc - fp32_acc[cand.runtime]) * 100:+.2f} points)")
         return row
 
-    if not candidates:
-        names = ", ".join(c.id.removeprefix(f"{model}-") for c in _cells(ws, model)[:2])
-        raise PTQError(f"--cells {' '.join(patterns)} matches no cell of {model}: cells are named like {names}")
     variants = (
         Candidate(c, rt.name, calibrator_variant(ws, c, options), options=tuple(options.items()))
         for c in cells

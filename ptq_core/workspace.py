@@ -73,7 +73,7 @@ class ArtifactStore:
         common = {
             "fp32_sha256": sources.file_digest(fp32),
             "calibration": asdict(calib.config),
-            "calibration_sha256": hashlib.sha256(calib.images.tobytes()).hexdigest(),
+            "calibration_sha256": calib.sha256,
             "code": cache.code_digest([f"backends/{backend.name}", "backends/__init__", "calibration"]),
             "versions": cache.library_versions((*FORMATS[backend.source].libraries, *backend.libraries)),
         }
@@ -123,8 +123,7 @@ class Workspace(ArtifactStore):
         return _split(self.cifar10_dir, name)
 
     def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
-        split = self.split(config.split)
-        return calibration_set(split.images, split.labels, config)
+        return _calibration(self.cifar10_dir, config)
 
     def fp32_module(self, model: str = DEFAULT_MODEL) -> Any:
         return get_model(model).build(self)
@@ -145,6 +144,17 @@ class Workspace(ArtifactStore):
 
     def data_sha256(self, name: str = "test") -> str:
         return TEST_DATA_SHA256 if name == "test" else _split_digest(self.cifar10_dir, name)
+
+
+@functools.lru_cache(maxsize=16)
+def _calibration(folder: Path, config: CalibrationConfig) -> CalibrationSet:
+    """Drawn once per process (every cache lookup asks for it); read-only, as every caller shares it."""
+    split = _split(folder, config.split)
+    calib = calibration_set(split.images, split.labels, config)
+    for array in (calib.images, calib.labels, calib.indices):
+        if array is not None:
+            array.setflags(write=False)
+    return calib
 
 
 @functools.lru_cache(maxsize=4)

@@ -30,6 +30,31 @@ def test_pytorch_int8_activations_predict_as_uint8(cell: Cell, artifact: Path, q
     assert np.array_equal(evaluated(artifact).predictions, evaluated(twin).predictions)
 
 
+@pytest.mark.parametrize(
+    "cell",
+    _params(
+        (
+            Cell("pytorch", "uint8", "minmax", "per_channel"),
+            Cell("pytorch", "int8", "histogram", "per_tensor"),
+            Cell("pytorch", "uint8", model="mobilenetv1"),
+        )
+    ),
+)
+def test_eager_pt2e_scores_are_the_exported_programs_bit_for_bit(cell: Cell, artifact: Path, test_split) -> None:
+    """The torch runtime evaluates activation q/dq in place (formats/pt2.eager_module): same bits, less time."""
+    import torch
+
+    from ptq_core.formats import pt2
+
+    program = pt2.load(artifact)
+    fast = pt2.eager_module(program)
+    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    assert not any(n.target == quantize for n in fast.graph.nodes)  # every activation pair runs in place
+    x = torch.from_numpy(np.ascontiguousarray(test_split.images[:200], dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(fast(x), program.module()(x))
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("cell", _params((Cell("pytorch", "uint8"), Cell("onnxruntime", "u8s8"))))
 def test_loads_standalone_in_a_fresh_process(cell: Cell, artifact: Path, test_split, tmp_path: Path) -> None:

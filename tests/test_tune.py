@@ -147,7 +147,9 @@ def test_mixed_precision_leaves_the_most_sensitive_layers_in_float_until_the_dro
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--max-drop", "0.3", "--cells", "tflite-*"), "matches no cell of resnet8"),
+        (("--max-drop", "0.3", "--cells", "tflite-*"), "matches no searched cell of resnet8"),
+        (("--max-drop", "0.3", "--cells", "pytorch-int8-*"), "matches no searched cell of resnet8"),
+        (("--max-drop", "0.3", "--cells", "onnxruntime-u8s8-distribution-*"), "is a known accuracy failure"),
         (("--max-drop", "0.3", "--validation", "5"), "--validation 5: give between 10"),
         (("--max-drop", "-1"), "--max-drop -1: give the accuracy drop"),
         (("--max-drop", "0.3", "--budget", "0"), "--budget 0: give the minutes"),

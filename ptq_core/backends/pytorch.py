@@ -127,7 +127,7 @@ def quantize(inputs: BuildInputs, cell: Any, out: Path, float_layers: tuple[str,
         inputs.module().eval(), (pt2.example_batch(model, 2),), dynamic_shapes=pt2.dynamic_batch()
     ).module()
     prepared = prepare_pt2e(graph, build_quantizer(cell, float_layers))
-    images = np.ascontiguousarray(inputs.images, dtype=np.float32)
+    images = np.array(inputs.images, dtype=np.float32)  # a writable copy: torch.from_numpy shares its memory
     with torch.no_grad():
         for start in range(0, len(images), CALIB_BATCH):
             prepared(torch.from_numpy(images[start : start + CALIB_BATCH]))

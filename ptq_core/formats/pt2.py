@@ -87,6 +87,42 @@ def _load(path: str, mtime_ns: int, size: int) -> torch.export.ExportedProgram:
         ) from exc
 
 
+def eager_module(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:
+    """The program as a module whose activation quantize -> dequantize pairs run in place.
+
+    ``quantized_decomposed`` computes ``clamp(round(x * (1 / s)) + z)``, casts to the 8-bit dtype, casts back and
+    computes ``(q - z) * s``: eight passes, each allocating. The same float ops in the same order, in place and
+    without the exact integer round trip, give the same bits (checked on every PT2E cell's 10,000 test scores)
+    in about two thirds of the time of eager scoring.
+    """
+    qd = _qd()
+    quantize, dequantize = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    module = program.module()
+    graph = module.graph
+    for node in list(graph.nodes):
+        users = list(node.users)
+        if node.target != quantize or not users:
+            continue
+        if any(u.target != dequantize or u.args[1:] != node.args[1:] or u.kwargs for u in users):
+            continue
+        x, scale, zero_point, quant_min, quant_max, _ = node.args
+        for user in users:
+            with graph.inserting_before(user):
+                fused = graph.call_function(_quantize_dequantize, (x, scale, zero_point, quant_min, quant_max))
+            user.replace_all_uses_with(fused)
+            graph.erase_node(user)
+        graph.erase_node(node)
+    module.recompile()
+    return module
+
+
+def _quantize_dequantize(
+    x: torch.Tensor, scale: float, zero_point: int, quant_min: int, quant_max: int
+) -> torch.Tensor:
+    y = x * (1.0 / scale)
+    return y.round_().add_(zero_point).clamp_(quant_min, quant_max).sub_(zero_point).mul_(scale)
+
+
 def _tensors(program: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
     """Graph placeholder name -> the parameter, buffer or constant tensor it stands for."""
     sig = program.graph_signature
