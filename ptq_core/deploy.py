@@ -24,6 +24,9 @@ from ptq_core.speed import PairedTimer, count_macs, float_images
 REFERENCE = ("onnxruntime", "fp32")
 BATCHES, THREADS = (1, 256), (1, 2)
 OV_THROUGHPUT = "openvino_throughput"  # OpenVINO's throughput hint: one stream per thread, the batch split across
+# ONNX Runtime on the raw uint8 pixels: the ONNX Runtime cell with its input QuantizeLinear dropped (``uint8_input``,
+# exact when that maps pixels to themselves), compared with ORT FP32
+ORT_UINT8_INPUT = "onnxruntime_uint8_input"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,13 @@ class Deployment:
     @property
     def fp32_twin(self) -> tuple[str, str]:
         """The FP32 deployment it is compared with: FP32 on the same runtime."""
-        return (self.runtime, "fp32")
+        return ("onnxruntime" if self.runtime == ORT_UINT8_INPUT else self.runtime, "fp32")
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """The images as this deployment takes them (prepared outside any timed region)."""
+        if self.runtime == ORT_UINT8_INPUT:
+            return np.ascontiguousarray(images, dtype=np.uint8)
+        return float_images(images)
 
     def applies(self, batch: int, threads: int) -> bool:
         return self.runtime != OV_THROUGHPUT or (threads > 1 and batch > 1)
@@ -56,14 +65,30 @@ def deployments(ws: Any, model: str = DEFAULT_MODEL) -> list[Deployment]:
         path = ws.quantized(cell)
         for rt in onnx_runtimes if backend.format == "onnx" else ("inductor",):
             rows.append(Deployment(rt, cell.id, path))
+        if backend.name == "onnxruntime":
+            rows.append(Deployment(ORT_UINT8_INPUT, cell.id, uint8_input_model(ws, cell)))
     return rows
+
+
+def uint8_input_model(ws: Any, cell: Cell) -> Path:
+    """``uint8_input`` of the cell's QDQ model, built once beside the suite's artifacts."""
+    from ptq_core import cache, sources
+
+    qdq = ws.quantized(cell)
+    key = {
+        "qdq_sha256": sources.file_digest(qdq),
+        "code": cache.code_digest(("deploy", "formats/onnx")),
+        "versions": cache.library_versions(("onnx",)),
+    }
+    out = ws.models_dir / "deploy" / f"{cell.id}-uint8-input.onnx"
+    return cache.build_once(out, key, lambda tmp: uint8_input(qdq, tmp))
 
 
 def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np.ndarray]:
     """``run(x) -> scores`` for ``d`` on batches of ``batch`` images with ``threads`` threads."""
     from ptq_core.runtimes import openvino_model
 
-    if d.runtime == "onnxruntime":
+    if d.runtime in ("onnxruntime", ORT_UINT8_INPUT):
         session = _ort_session(d.path, threads, spinning=False)
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
@@ -152,7 +177,7 @@ def predictions(d: Deployment, images: np.ndarray, threads: int = 1, batch: int 
     run = runner(d, threads, batch)
     classes = []
     for start in range(0, len(images), batch):
-        chunk = float_images(images[start : start + batch])
+        chunk = d.inputs(images[start : start + batch])
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
@@ -167,9 +192,12 @@ def accuracy(d: Deployment, images: np.ndarray, labels: np.ndarray, threads: int
 
 def group_timer(deps: list[Deployment], images: np.ndarray, batch: int, threads: int) -> PairedTimer:
     """Every deployment that applies to (batch, threads), ready for interleaved rounds on the first images."""
-    x = np.ascontiguousarray(float_images(images[:batch]))
     return PairedTimer(
-        {d.name: functools.partial(runner(d, threads, batch), x) for d in deps if d.applies(batch, threads)}
+        {
+            d.name: functools.partial(runner(d, threads, batch), d.inputs(images[:batch]))
+            for d in deps
+            if d.applies(batch, threads)
+        }
     )
 
 

@@ -58,3 +58,13 @@ def test_a_deployment_is_scored_as_it_runs(ws, quantized, evaluated) -> None:
     d = deploy.Deployment("onnxruntime", Cell("onnxruntime", "u8s8").id, path)
     test = ws.split("test")
     assert deploy.accuracy(d, test.images, test.labels) == evaluated(path, "onnxruntime").accuracy
+
+
+@pytest.mark.slow
+def test_the_uint8_input_deployment_takes_pixels_and_predicts_as_its_cell(ws, evaluated) -> None:
+    d = next(d for d in deploy.deployments(ws) if d.runtime == deploy.ORT_UINT8_INPUT)
+    cell = Cell("onnxruntime", "u8s8")
+    assert d.model == cell.id and d.fp32_twin == ("onnxruntime", "fp32")
+    test = ws.split("test")
+    assert d.inputs(test.images[:4]).dtype == np.uint8  # timed on the pixels as they come
+    assert np.array_equal(deploy.predictions(d, test.images), evaluated(ws.quantized(cell), "onnxruntime").predictions)
