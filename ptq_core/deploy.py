@@ -94,12 +94,31 @@ def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np
         return lambda x: session.run(None, {name: x})[0]
     if d.runtime in ("openvino", "openvino_default"):
         request = openvino_model(d.path, threads, "f32" if d.runtime == "openvino" else None).create_infer_request()
-        return lambda x: np.array(request.infer({0: x})[0], copy=True)
+        return _bound(request, batch)
     if d.runtime == OV_THROUGHPUT:
         return _openvino_throughput(d.path, threads)
     if d.runtime == "inductor":
         return _inductor(d.path, threads, batch)
     raise ValueError(f"unknown deployment runtime {d.runtime}")
+
+
+def _bound(request: Any, batch: int) -> Callable[[np.ndarray], np.ndarray]:
+    """OpenVINO's zero-copy input: a tensor sharing a buffer the batch is copied into, then a bare ``infer()``.
+    ``request.infer({0: x})`` costs ~20 us more per call (92 against 73 us for NNCF's cell at batch 1)."""
+    import openvino as ov
+
+    shape = (batch, *(int(d) for d in request.get_input_tensor(0).shape[1:]))
+    buffer = np.zeros(shape, np.float32)
+    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if x.shape != buffer.shape:  # another batch size: the plain call
+            return np.array(request.infer({0: x})[0], copy=True)
+        np.copyto(buffer, x)
+        request.infer()
+        return np.array(request.get_output_tensor(0).data, copy=True)
+
+    return run
 
 
 def _ort_session(path: Path, threads: int, spinning: bool) -> Any:

@@ -402,9 +402,7 @@ DEPLOY_GOALS = {(256, 1): 3.0, (256, 2): 3.0, (1, 1): 1.5, (1, 2): 1.5}
 # On 2 threads the figure straddles the goal from run to run, so these are xfail but not strict: a pass is
 # not news and a failure is not either; the ranges are what four `ptq bench` runs measured.
 DEPLOY_STRADDLES = {
-    (256, 2): "measured 2.85-3.20x over seven runs (NNCF's cell on OpenVINO; throughput hint 2.85-3.01x)",
-    (1, 2): "measured 1.46-1.53x over seven runs (ORT u8s8, as QDQ or taking uint8 pixels; OpenVINO's per-call "
-    "overhead keeps it at 1.1-1.2x at batch 1; on 2 threads ORT FP32 and 8-bit alike are slower than on 1)",
+    (256, 2): "measured 2.85-3.32x over ten runs (NNCF's cell on OpenVINO; throughput hint 2.85-3.01x)",
 }
 DEPLOY_XFAIL: dict[Any, str] = {}
 ORT_GOAL = 2.5  # ONNX Runtime alone, batch 256
