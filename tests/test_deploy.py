@@ -61,6 +61,17 @@ def test_a_deployment_is_scored_as_it_runs(ws, quantized, evaluated) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["openvino", "openvino_default"])
+@pytest.mark.parametrize("batch", [1, 256])
+def test_openvino_from_its_bound_input_predicts_as_the_scoring_runtime(ws, evaluated, runtime, batch) -> None:
+    cell = Cell("nncf")
+    path = ws.quantized(cell)
+    images = ws.split("test").images[:600]  # 256-image batches: two full ones and a padded one
+    got = deploy.predictions(deploy.Deployment(runtime, cell.id, path), images, threads=1, batch=batch)
+    assert np.array_equal(got, evaluated(path, runtime).predictions[:600])
+
+
+@pytest.mark.slow
 def test_the_uint8_input_deployment_takes_pixels_and_predicts_as_its_cell(ws, evaluated) -> None:
     d = next(d for d in deploy.deployments(ws) if d.runtime == deploy.ORT_UINT8_INPUT)
     cell = Cell("onnxruntime", "u8s8")
