@@ -53,7 +53,8 @@ ROWS = [
     _row("e", 0.1, 1.2, 95, 0.88),
     _row("f", 0.4, 2.5, 130, 0.85),
 ]
-AS_FAST = _row("g", 0.1, 2.55, 125, 0.87)  # within 5 % of c's speed and more accurate: a tie it wins
+AS_FAST = _row("g", 0.1, 2.55, 125, 0.87)  # within 5 % of c's speed and closer to FP32: a tie it wins
+GAINS = _row("h", -0.2, 2.58, 125, 0.89)  # as fast, but further from FP32 than g, if on the bright side
 
 
 def test_the_choice_is_the_fastest_candidate_within_the_drop() -> None:
@@ -61,6 +62,8 @@ def test_the_choice_is_the_fastest_candidate_within_the_drop() -> None:
     assert tune.choose(ROWS, 0.3, "size")["candidate"] == "e"
     assert tune.choose(ROWS, 0.05) is None
     assert tune.choose([*ROWS, AS_FAST], 0.3)["candidate"] == "g"
+    assert tune.choose([*ROWS, AS_FAST, GAINS], 0.3)["candidate"] == "g"
+    assert tune.choose([*ROWS, GAINS], 0.3)["candidate"] == "h"  # closer to FP32 than c
     assert {r["candidate"] for r in tune.pareto(ROWS)} == {"a", "b", "c", "e"}
 
 
