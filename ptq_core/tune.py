@@ -162,7 +162,10 @@ def validation_predictions(
         "runtime": runtime,
         "pool_sha256": ws.data_sha256(pool),
         "indices_sha256": digest(indices),
-        "code": cache.code_digest(("eval", "runtimes", "models", "tune", "deploy", "speed")),
+        # Inductor candidates run through deploy (and speed's compile); the others through eval and runtimes
+        "code": cache.code_digest(
+            ("eval", "runtimes", "models", "tune", *(("deploy", "speed") if runtime == INDUCTOR else ()))
+        ),
         "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
     }
     images = ws.split(pool).images[indices]
@@ -183,19 +186,18 @@ def _libraries(runtime: str) -> tuple[str, ...]:
 
 def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
     """The cell with ``float_layers`` left in float: ONNX node names for ONNX Runtime, module names for PT2E."""
+    stem = f"{cell.id}-fp32-{hashlib.sha256(chr(0).join(float_layers).encode()).hexdigest()[:12]}"
     if cell.backend == "pytorch":
-        return _pt2e_mixed_precision(ws, cell, float_layers)
+        return _pt2e_mixed_precision(ws, cell, float_layers, stem)
     ws.quantized(cell)  # its calibrator's shared ranges
     ranges = ws.shared_path(cell, f"ranges-{cell.calibrator}.json", ws.calibration().config)
-    name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
-    return _from_ranges(ws, cell, ranges, f"{cell.id}-fp32-{name}", float_layers)
+    return _from_ranges(ws, cell, ranges, stem, float_layers)
 
 
-def _pt2e_mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
+def _pt2e_mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...], stem: str) -> Path:
     from ptq_core.backends import pytorch
 
     inputs, common = ws.build_inputs(cell)
-    name = hashlib.sha256("\0".join(float_layers).encode()).hexdigest()[:12]
     key = {
         **common,
         "cell": cell.id,
@@ -203,7 +205,7 @@ def _pt2e_mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) ->
         "code": cache.code_digest(("tune", "backends/pytorch", "backends/__init__", "calibration")),
     }
     return cache.build_once(
-        ws.models_dir / TUNE_DIR / f"{cell.id}-fp32-{name}.pt2",
+        ws.models_dir / TUNE_DIR / f"{stem}.pt2",
         key,
         lambda tmp: pytorch.quantize(inputs, cell, tmp, float_layers),
     )

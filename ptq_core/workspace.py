@@ -93,7 +93,7 @@ class ArtifactStore:
     def quantized(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
         """The cell's 8-bit artifact, built once from the FP32 model and the calibration set."""
         inputs, common = self.build_inputs(cell, config)
-        path = self.artifact_path(cell, self.calibration(config).config)  # a user's store has one calibration set
+        path = self.artifact_path(cell, CalibrationConfig(**common["calibration"]))  # a user's store has one set
         key = {"artifact": path.name, "cell": cell.id, **common}
         return cache.build_once(path, key, lambda tmp: cell.backend_spec.quantize(inputs, cell, tmp))
 
