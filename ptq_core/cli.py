@@ -419,7 +419,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from ptq_core import tune
+    from ptq_core import tune, tune_report
 
     check_replaceable(args.out, "tune.json")  # before the search, not after
     if args.onnx is None:
@@ -446,9 +446,9 @@ def _tune(args: argparse.Namespace) -> int:
         tuple(args.cells),
         calibration_samples=tuple(args.calibration_samples),
     )
-    for path in tune.write(result, args.out):
+    for path in tune_report.write(result, args.out):
         print(path)
-    print(tune.markdown(result).split("\n\n| candidate")[0])
+    print(tune_report.markdown(result).split("\n\n| candidate")[0])
     return 0 if "chosen" in result else 1
 
 

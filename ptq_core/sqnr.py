@@ -68,9 +68,10 @@ def _activations(model: Path, images: np.ndarray, workdir: Path) -> dict[str, li
 
 
 def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list[TensorSQNR]:
-    """SQNR of each activation the QDQ model quantizes (its DequantizeLinear output) against the FP32 model's
-    tensor of the same name, both run on ``images``; in the FP32 graph's order. The error is end to end:
-    it includes what every earlier layer lost. ORT's graph optimisations are off, as in qdq_loss_debug."""
+    """SQNR of each activation the QDQ model quantizes (its DequantizeLinear output), and of the scores it
+    returns, against the FP32 model's tensor of the same name, both run on ``images``; in the FP32 graph's
+    order. The error is end to end: it includes what every earlier layer lost. ORT's graph optimisations are
+    off, as in qdq_loss_debug."""
     pixels = _check(fp32_onnx, qdq_onnx, images)
     with tempfile.TemporaryDirectory(prefix="ptq_sqnr_") as tmp:
         # quantize_onnx quantized a pre-processed copy; the same pre-processing gives the same tensor names
@@ -81,7 +82,8 @@ def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list
             raise PTQError(f"cannot pre-process FP32 model {fp32_onnx} ({e}): pass ws.fp32_onnx()") from e
         graph = onnx.load(str(pre)).graph
         float_acts = _activations(pre, pixels, Path(tmp))
-        matching = create_activation_matching(_activations(Path(qdq_onnx), pixels, Path(tmp)), float_acts)
+        qdq_acts = _activations(Path(qdq_onnx), pixels, Path(tmp))
+        matching = create_activation_matching(qdq_acts, float_acts)
     if not matching:
         raise PTQError(
             f"{qdq_onnx} has no QuantizeLinear/DequantizeLinear activation pairs: "
@@ -98,6 +100,9 @@ def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list
     rows = [
         TensorSQNR(name, producers.get(name, (-1, None))[1], float(err["xmodel_err"])) for name, err in errors.items()
     ]
+    for out in (o.name for o in graph.output if o.name not in errors):  # scores the QDQ model leaves in float
+        ref, got = (np.concatenate(acts[out]).astype(np.float64) for acts in (float_acts, qdq_acts))
+        rows.append(TensorSQNR(out, producers[out][1], 20 * np.log10(np.linalg.norm(ref) / np.linalg.norm(ref - got))))
     return sorted(rows, key=lambda r: (producers.get(r.tensor, (-1, None))[0], r.tensor))
 
 

@@ -27,7 +27,6 @@ class Inspection:
     payload_bytes: int  # 8-bit weights with their scales and zero points
     float_weight_bytes: int  # weights of weight ops still stored as float (an FP32 model: all of them)
     file_bytes: int
-    output_step: float  # quantization step of the scores the model returns (0: float output)
     activation_scales: dict[str, float] = field(default_factory=dict)  # quantized activation -> scale
 
 

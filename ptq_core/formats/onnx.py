@@ -109,11 +109,6 @@ class _Graph:
     def activation_quantizers(self) -> list[onnx.NodeProto]:
         return [n for n in self.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in self.initializers]
 
-    def output_step(self) -> float:
-        """The scale of the DequantizeLinear that yields the graph output (QDQ may quantize the softmax too)."""
-        dq = self.producer(self.graph.output[0].name, "DequantizeLinear")
-        return float(self.array(dq.input[1]).max()) if dq is not None else 0.0
-
 
 def inspect(path: Path) -> Inspection:
     """How much of the model at ``path`` (quantized or FP32) is really stored and computed in 8 bits."""
@@ -141,6 +136,5 @@ def inspect(path: Path) -> Inspection:
         payload_bytes=g.nbytes([name for dq in quantized for name in dq.input]),
         float_weight_bytes=g.nbytes(float_weights),
         file_bytes=Path(path).stat().st_size,
-        output_step=g.output_step(),
         activation_scales={q.input[0]: float(g.array(q.input[1]).max()) for q in activations},
     )

@@ -168,7 +168,6 @@ def inspect(path: Path) -> Inspection:
         payload_bytes=sum(_payload_bytes(dq, tensors) for dq in weight_dqs),
         float_weight_bytes=sum(t.nbytes for t in float_weights if t is not None and t.is_floating_point()),
         file_bytes=Path(path).stat().st_size,
-        output_step=0.0,  # PT2E dequantizes before the last op: the scores are float
         activation_scales={str(n.args[0]): float(n.args[1]) for n in activation_q if isinstance(n.args[1], float)},
     )
 
