@@ -125,6 +125,20 @@ def check_weights_are_8bit(ctx: Context) -> None:
         _fail(ctx, "some conv/linear input is not a quantized activation")
 
 
+def check_runs_8bit_on_openvino(ctx: Context) -> None:
+    """OpenVINO (the ``openvino`` runtime's compile) runs every conv/linear in 8 bits: stored 8-bit weights
+    alone do not make it, the plugin may dequantize a pattern it does not recognise and compute in float."""
+    from ptq_core.runtimes import openvino_model, worker_threads
+
+    compiled = openvino_model(ctx.artifact, worker_threads(), "f32")  # as the openvino runtime compiles it
+    ops = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
+    layers = [(str(i["layerType"].astype(str)), str(i["runtimePrecision"].astype(str))) for i in ops]
+    weight_ops = [precision for kind, precision in layers if kind in ("Convolution", "FullyConnected", "MatMul")]
+    in_float = [p for p in weight_ops if p not in ("u8", "i8")]
+    if not weight_ops or in_float:
+        _fail(ctx, f"{len(in_float)} of {len(weight_ops)} conv/linear ops run in {sorted(set(in_float))} on OpenVINO")
+
+
 def check_dtypes_as_named(ctx: Context) -> None:
     """Weights and activations are stored in the dtypes the cell's dtype name promises."""
     stored = ctx.cell.backend_spec.dtypes[ctx.cell.dtype]
@@ -208,6 +222,7 @@ CHECKS: tuple[Check, ...] = (
     Check(check_output_shape, per_runtime=True),
     Check(check_calibration_stratified),
     Check(check_weights_are_8bit),
+    Check(check_runs_8bit_on_openvino, applies=lambda c: c.backend_spec.format == "onnx"),
     Check(check_dtypes_as_named),
     Check(check_granularity_as_named),
     Check(check_size_ratio),
@@ -250,6 +265,28 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
             "QDQ still removes the ReLUs: measured "
             f"{_DISTRIBUTION_MEASURED[(c.dtype, c.granularity)].get(rt or '', '12.15-12.94')} % "
             f"on {rt}"
+        ),
+    ),
+    KnownFailure(
+        applies=lambda c: c.model == "resnet8" and c.backend == "onnxruntime" and c.dtype == "uint8",
+        checks=("check_runs_8bit_on_openvino",),
+        reason=lambda c, rt: (
+            "U8U8 stores u8 weights with zero points, where the other dtypes store s8: measured, OpenVINO runs "
+            "9 of ResNet8's 10 conv/linear ops in f32 (every conv; the Gemm in u8), whatever the calibrator"
+        ),
+    ),
+    KnownFailure(
+        applies=lambda c: (
+            c.model == "resnet8"
+            and c.backend == "onnxruntime"
+            and c.dtype == "u8s8"
+            and c.calibrator in ("minmax", "entropy")
+        ),
+        checks=("check_runs_8bit_on_openvino",),
+        reason=lambda c, rt: (
+            "u8 activations calibrated to ResNet8's raw pixels, [0, 255], give the input a scale of exactly 1.0 and "
+            "zero point 0: measured, OpenVINO then runs the first conv in f32 (1 of 10 ops; one ulp above 1.0 it "
+            "runs u8, and the minmax per-channel cell goes from 2.66x to 3.18x ORT FP32 at batch 256, 1 thread)"
         ),
     ),
     KnownFailure(

@@ -30,6 +30,11 @@ def test_weights_are_8bit(subject: Subject, context) -> None:
     checks.check_weights_are_8bit(context(subject))
 
 
+@pytest.mark.parametrize("subject", pytest_params(checks.check_runs_8bit_on_openvino))
+def test_runs_8bit_on_openvino(subject: Subject, context) -> None:
+    checks.check_runs_8bit_on_openvino(context(subject))
+
+
 @pytest.mark.parametrize("subject", pytest_params(checks.check_dtypes_as_named))
 def test_dtypes_as_named(subject: Subject, context) -> None:
     checks.check_dtypes_as_named(context(subject))
