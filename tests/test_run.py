@@ -322,7 +322,7 @@ def test_the_pytest_plugin_runs_the_checks_from_any_folder(user_files, default_r
     env = {**os.environ, "PYTEST_ADDOPTS": ""}
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "11 passed" in done.stdout  # 5 checks on the artifact, 3 on each of 2 runtimes
+    assert "12 passed" in done.stdout  # 6 checks on the artifact, 3 on each of 2 runtimes
     bad = subprocess.run(
         [*command[:7], str(tmp_path / "missing.onnx"), "--ptq-data", str(user_files["data"])],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
