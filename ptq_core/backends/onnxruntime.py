@@ -7,7 +7,7 @@ calibration cache. Ranges depend on the model, the images and the calibrator onl
 shares a calibrator shares them (entropy's KL search is ~11 s of pure Python).
 
 The scores leave the model in float, as NNCF's and torchao's do: quantize_static's default also quantizes
-the softmax and the logits, and 8-bit probabilities tie the top class of 101-107 of ResNet8's 10,000 test
+the softmax and the logits, and 8-bit probabilities tie the top class of 85-107 of ResNet8's 10,000 test
 images (argmax then decides by class order), while OpenVINO runs a FakeQuantize after the softmax.
 """
 
