@@ -132,7 +132,7 @@ def check_runs_8bit_on_openvino(ctx: Context) -> None:
 
     compiled = openvino_model(ctx.artifact, worker_threads(), "f32")  # as the openvino runtime compiles it
     ops = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
-    layers = [(str(i["layerType"].astype(str)), str(i["runtimePrecision"].astype(str))) for i in ops]
+    layers = [(i["layerType"].astype(str), i["runtimePrecision"].astype(str)) for i in ops]
     weight_ops = [precision for kind, precision in layers if kind in ("Convolution", "FullyConnected", "MatMul")]
     in_float = [p for p in weight_ops if p not in ("u8", "i8")]
     if not weight_ops or in_float:
