@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ptq_core.backends import BACKENDS
@@ -15,7 +16,7 @@ from ptq_core.errors import PTQError
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
-from ptq_core.output import check_replaceable, write_folder
+from ptq_core.output import check_replaceable, finite, write_folder
 from ptq_core.runtimes import RUNTIMES
 
 EXAMPLES = """\
@@ -43,6 +44,55 @@ Data and weights are found in this order: --cifar10-dir / --resnet8-h5, then $PT
 $PTQ_RESNET8_H5, then the cache $PTQ_CACHE_DIR (default ~/.cache/ptq-suite), else downloaded from the
 official sources and verified by checksum.
 """
+
+
+class OptionError(PTQError, argparse.ArgumentTypeError):
+    """A bad option value: argparse reports it at parse time (exit 2, before any work); raised by the API
+    (``run``, ``tune``), a PTQError like any bad input."""
+
+
+def max_drop_points(value: str | float, option: str = "--max-drop") -> float:
+    """The one validator of an allowed accuracy drop (``ptq run``/``ptq tune`` ``--max-drop``, the pytest
+    plugin's ``--ptq-max-drop``, ``run()``/``tune()``'s ``max_drop``): finite points from 0 to 100."""
+    try:
+        points = float(value)
+    except (TypeError, ValueError):
+        points = math.nan
+    if not (math.isfinite(points) and 0 <= points <= 100):
+        raise OptionError(
+            f"{option} {value}: give the accuracy drop you accept against FP32, in points: a number from 0 to 100 "
+            "(e.g. 3)"
+        )
+    return points
+
+
+def _whole_number(option: str, low: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type=``: an integer >= ``low``, else exit 2 naming ``option`` and what to give."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = None
+        if number is None or number < low:
+            raise OptionError(f"{option} {text}: give {what}")
+        return number
+
+    parse.__name__ = option.lstrip("-").replace("-", "_")
+    return parse
+
+
+def _minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise OptionError(f"--budget {text}: give the minutes the search may take, a number > 0 (e.g. 30)")
+    return minutes
+
+
+SEED = _whole_number("--seed", 0, "a calibration sampling seed >= 0 (e.g. 42)")
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibrator", default="", help="range estimation (see below; default: the first)")
     quantize.add_argument("--granularity", default="", help="weight scales (see below; default: the first)")
     quantize.add_argument("--samples", type=int, default=200, help="calibration images, stratified (default 200)")
-    quantize.add_argument("--seed", type=int, default=42, help="calibration sampling seed (default 42)")
+    quantize.add_argument("--seed", type=SEED, default=42, help="calibration sampling seed (default 42)")
     quantize.add_argument(
         "--split",
         default="train",
@@ -166,13 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with its shortfall), 2 on bad input.",
     )
     tune.add_argument("--model", default=DEFAULT_MODEL, choices=tuple(MODELS))
-    tune.add_argument("--max-drop", type=float, required=True, metavar="POINTS", help="accuracy drop allowed (points)")
+    tune.add_argument(
+        "--max-drop", type=max_drop_points, required=True, metavar="POINTS", help="accuracy drop allowed (points)"
+    )
     tune.add_argument("--objective", choices=("speed", "size"), default="speed", help="what wins (default speed)")
     tune.add_argument("--out", type=Path, required=True, metavar="DIR", help="tune.json, tune.md, tune.png, the model")
-    tune.add_argument("--budget", type=float, metavar="MINUTES", help="stop searching after this long (best so far)")
+    tune.add_argument("--budget", type=_minutes, metavar="MINUTES", help="stop searching after this long (best so far)")
     tune.add_argument(
         "--validation",
-        type=int,
+        type=_whole_number("--validation", 1, "a number of validation images >= 1 (default 5000)"),
         metavar="N",
         help="validation images, stratified, none of them calibrating (default 5000, or all when fewer remain)",
     )
@@ -230,17 +282,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-drop",
-        type=float,
+        type=max_drop_points,
         default=MAX_ACCURACY_DROP_POINTS,
         metavar="POINTS",
         help=f"accuracy drop against FP32 (same runtime) that fails a cell (default {MAX_ACCURACY_DROP_POINTS:g})",
     )
     run.add_argument("--out", required=True, type=Path, metavar="DIR", help="report folder (new, or an earlier run's)")
     run.add_argument(
-        "--samples", type=int, default=200, help="calibration images, stratified when labelled (default 200)"
+        "--samples",
+        type=_whole_number("--samples", 1, "a number of calibration images >= 1 (default 200)"),
+        default=200,
+        help="calibration images, stratified when labelled (default 200)",
     )
-    run.add_argument("--seed", type=int, default=42, help="calibration sampling seed (default 42)")
-    run.add_argument("--jobs", type=int, default=1, metavar="N", help="build N cells in parallel (default 1)")
+    run.add_argument("--seed", type=SEED, default=42, help="calibration sampling seed (default 42)")
+    run.add_argument(
+        "--jobs",
+        type=_whole_number("--jobs", 1, "a number of parallel builds >= 1 (e.g. 2)"),
+        default=1,
+        metavar="N",
+        help="build N cells in parallel (default 1)",
+    )
     run.add_argument(
         "--cells",
         nargs="+",
@@ -333,7 +394,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     test = load_split(find_cifar10(args.cifar10_dir), "test")  # no weights needed to score a model
     result = evaluate(args.model, test.images, test.labels, runtime=args.runtime)
     if args.json:
-        print(json.dumps({"model": str(args.model), **result.as_dict()}))
+        print(json.dumps(finite({"model": str(args.model), **result.as_dict()}), allow_nan=False))
     else:
         print(f"{args.model}: {result.accuracy:.2%} ({result.correct}/{result.total})")
 
@@ -393,7 +454,7 @@ def _bench(args: argparse.Namespace) -> None:
     from ptq_core import deploy
 
     if args.out:
-        check_replaceable(args.out, "bench.json")  # before a minute of timing, not after
+        check_replaceable(args.out, "bench", keep={"--models-dir": args.models_dir})  # before a minute of timing
     ws = _workspace(args)
     result = deploy.measure(ws, args.model, rounds=args.rounds)
     text = deploy.markdown(result)
@@ -410,9 +471,11 @@ def _bench(args: argparse.Namespace) -> None:
     if args.out:
         write_folder(
             args.out,
-            "bench.json",
+            "bench",
             lambda folder: (
-                (folder / "bench.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str)),
+                (folder / "bench.json").write_text(
+                    json.dumps(finite(result), indent=1, sort_keys=True, default=str, allow_nan=False)
+                ),
                 (folder / "bench.md").write_text(text),
             ),
         )
@@ -421,7 +484,8 @@ def _bench(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> int:
     from ptq_core import tune, tune_report
 
-    check_replaceable(args.out, "tune.json")  # before the search, not after
+    inputs = {"--onnx": args.onnx, "--data": args.data, "--calibration": args.calibration, "--cache": args.cache}
+    check_replaceable(args.out, "tune", keep={**inputs, "--models-dir": args.models_dir})  # before the search
     if args.onnx is None:
         if args.data or args.calibration:
             raise PTQError("--data and --calibration go with --onnx MODEL.onnx (your classifier)")

@@ -38,8 +38,11 @@ def predictions_on_test(
     }
 
     def build(tmp: Path) -> None:
+        scores = predict_scores(artifact, test.images, spec, rt.name)
+        # the smallest unsigned type that holds every class id (uint8 up to 256 classes, uint16 up to 65,536)
+        classes = np.min_scalar_type(max(scores.shape[1] - 1, 0))
         with open(tmp, "wb") as f:
-            np.save(f, predict_scores(artifact, test.images, spec, rt.name).argmax(axis=1).astype(np.uint8))
+            np.save(f, scores.argmax(axis=1).astype(classes))
 
     path = cache.build_once(ws.models_dir / PREDICTIONS_DIR / f"{artifact.name}.{rt.name}.npy", key, build)
     return np.load(path).astype(np.int64)

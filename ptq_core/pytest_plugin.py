@@ -15,6 +15,13 @@ _INPUTS = pytest.StashKey[Any]()
 CHECKS_MODULE = Path(__file__).with_name("plugin_checks.py")
 
 
+def _max_drop(text: str) -> float:
+    """``--ptq-max-drop``: the validator of ``ptq run --max-drop`` (a bad value is a pytest UsageError)."""
+    from ptq_core.cli import max_drop_points  # imported only when the option is given: the plugin loads in every run
+
+    return max_drop_points(text, "--ptq-max-drop")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ptq-run", "the suite's checks on your own ONNX classifier (as `ptq run`)")
     group.addoption("--ptq-onnx", metavar="MODEL.onnx", help="an FP32 ONNX classifier: check every cell on it")
@@ -27,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="`images` (and `labels`) to calibrate from (default: a stratified subset of --ptq-data)",
     )
     group.addoption(
-        "--ptq-max-drop", metavar="POINTS", type=float, default=3.0, help="accuracy drop that fails (default 3)"
+        "--ptq-max-drop", metavar="POINTS", type=_max_drop, default=3.0, help="accuracy drop that fails (default 3)"
     )
     group.addoption(
         "--ptq-cells",

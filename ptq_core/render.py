@@ -239,9 +239,12 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:
+    from ptq_core.output import finite
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    (out / "results.md").write_text(markdown(results))
+    # a NaN (held-out accuracy when every scored image calibrates) is null: strict JSON, never NaN
+    (out / "results.json").write_text(json.dumps(finite(results), indent=1, sort_keys=True, allow_nan=False))
+    (out / "results.md").write_text(markdown(results).replace("nan%", "n/a"))
     return [out / "results.json", out / "results.md", *plot(results, out)]
 
 

@@ -140,14 +140,23 @@ def run(
     say: Callable[[str], None] = _stderr,
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Build, score and check every cell; write ``out``; return the results and the check outcomes."""
+    from ptq_core.cli import max_drop_points
     from ptq_core.results import collect
 
-    if max_drop < 0:
-        raise PTQError(f"--max-drop {max_drop:g}: give the accuracy drop you accept, in points (e.g. 3)")
+    max_drop = max_drop_points(max_drop)  # the one validator of --max-drop, --ptq-max-drop and max_drop
     if jobs < 1:
         raise PTQError(f"--jobs {jobs}: give a number of parallel builds >= 1")
     out = Path(out)
-    check_replaceable(out, MARKER)  # before any work
+    check_replaceable(
+        out,
+        "run",
+        keep={
+            "--onnx": inputs.onnx,
+            "--data": inputs.data,
+            "--calibration": inputs.calibration,
+            "--cache": inputs.cache_dir,
+        },
+    )  # before any work
     store = inputs.open()  # every input is checked here, before anything is built or written
     cells = user_cells(store, patterns)
     say(
@@ -197,7 +206,7 @@ def _write(out: Path, results: dict[str, Any]) -> None:
             row["artifact"] = f"{ARTIFACTS}/{src.name}"
         render.write(results, folder)
 
-    write_folder(out, MARKER, fill)
+    write_folder(out, "run", fill)
 
 
 def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:

@@ -400,6 +400,7 @@ def tune(
     """Search, choose and score once on the test split; the json-ready trace of all of it."""
     import fnmatch
 
+    from ptq_core.cli import max_drop_points
     from ptq_core.deploy import Deployment, runner
     from ptq_core.models import get_model
     from ptq_core.speed import PairedTimer
@@ -409,8 +410,7 @@ def tune(
         raise PTQError(f"--budget {budget_minutes:g}: give the minutes the search may take (> 0)")
     if objective not in ("speed", "size"):
         raise PTQError(f"--objective {objective!r}: choose speed or size")
-    if max_drop < 0:
-        raise PTQError(f"--max-drop {max_drop:g}: give the accuracy drop you accept, in points (e.g. 0.3)")
+    max_drop = max_drop_points(max_drop)  # the one validator of --max-drop, --ptq-max-drop and max_drop
     for n in calibration_samples:
         if not 10 <= n <= 10_000:
             raise PTQError(f"--calibration-samples {n}: give between 10 (one image per class) and 10000 train images")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def read_onnx(path: Path) -> tuple[InputSpec, str, Any]:
     import onnx
     from google.protobuf.message import DecodeError
 
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.onnx"))
+        hint = f" (it holds {', '.join(inside[:3])})" if inside else ""
+        raise PTQError(f"--onnx {path} is a directory{hint}: pass the path of your .onnx classifier file")
     if not path.is_file():
         raise PTQError(f"--onnx {path}: no such file: pass the path of your .onnx classifier")
     try:
@@ -76,26 +81,63 @@ def read_onnx(path: Path) -> tuple[InputSpec, str, Any]:
         raise PTQError(f"--onnx {path}: input {inputs[0].name!r} has no declared rank: export it with a static rank")
     dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
     spec = InputSpec(inputs[0].name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims)
-    if spec.dims and spec.dims[0] not in (None, -1):
+    if not spec.dims:
         raise PTQError(
-            f"--onnx {path}: {spec.describe()} has a fixed batch size of {spec.dims[0]}: calibration and scoring "
-            "run batches, so export it with a dynamic batch dimension (torch.onnx.export(..., dynamic_shapes=...))"
+            f"--onnx {path}: {spec.describe()} is a scalar: ptq run scores classifiers of a batch of images, "
+            "(N, ...) with a dynamic batch dimension N"
         )
     return spec, proto.graph.output[0].name, proto
 
 
+EXPORT_BATCH = "torch.onnx.export(net, (x,), path, dynamic_shapes=({0: torch.export.Dim('batch')},))"
+
+
+def check_batch(path: Path, spec: InputSpec, images: np.ndarray) -> None:
+    """The model's input starts with a dynamic batch dimension: calibration and scoring run batches."""
+    if spec.dims[0] in (None, -1):
+        return
+    if images.ndim == len(spec.dims) + 1 and all(
+        d in (None, -1) or d == n for d, n in zip(spec.dims, images.shape[1:], strict=True)
+    ):
+        raise PTQError(
+            f"--onnx {path}: {spec.describe()} has no batch dimension: it takes one image of the shape of each of "
+            f"the --data images {images.shape[1:]}. Export the model on a batch, x of shape (N, "
+            f"{', '.join(map(str, images.shape[1:]))}), with a dynamic batch dimension: {EXPORT_BATCH}"
+        )
+    raise PTQError(
+        f"--onnx {path}: {spec.describe()} has a fixed batch size of {spec.dims[0]}: "
+        "calibration and scoring run batches, so export it with a dynamic batch dimension "
+        f"(torch.onnx.export(..., dynamic_shapes=...), e.g. {EXPORT_BATCH})"
+    )
+
+
 def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """``images`` and ``labels`` of an .npz file (no pickles), checked for being arrays of sane kinds."""
+    save = "save them with np.savez(path, images=images, labels=labels)"
+    if path.is_dir():
+        raise PTQError(f"{what} {path} is a directory: pass an .npz file holding `images` and `labels` ({save})")
     if not path.is_file():
         raise PTQError(f"{what} {path}: no such file: pass an .npz holding `images` and `labels` (np.savez)")
+    if path.suffix == ".npy" or _is_npy(path):
+        raise PTQError(
+            f"{what} {path} is a single .npy array: {what} takes an .npz with `images` and `labels` arrays ({save})"
+        )
+    if not zipfile.is_zipfile(path):
+        raise PTQError(f"{what} {path} is not a readable .npz of arrays (not a zip archive): {save}")
+    arrays: dict[str, Any] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise PTQError(
-            f"{what} {path} is not a readable .npz ({str(exc)[:160]}): save it with "
-            "np.savez(path, images=images, labels=labels)"
-        ) from exc
+            for key in npz.files:
+                arrays[key] = npz[key]
+    except Exception as exc:  # zip, zlib or numpy's format errors, an encrypted member, a header of absurd size
+        reason = "it holds pickled objects" if "pickle" in str(exc) else f"{type(exc).__name__}: {str(exc)[:120]}"
+        raise PTQError(f"{what} {path} is not a readable .npz of arrays ({reason}): {save}") from exc
+    for key in ("images", "labels"):
+        if key in arrays and not isinstance(arrays[key], np.ndarray):
+            raise PTQError(
+                f"{what} {path}: its `{key}` member is not a numpy array ({len(arrays[key])} bytes of something "
+                f"else): {save}"
+            )
     missing = [k for k in (("images", "labels") if need_labels else ("images",)) if k not in arrays]
     if missing:
         raise PTQError(
@@ -103,6 +145,11 @@ def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.n
             "save it with np.savez(path, images=images, labels=labels)"
         )
     images, labels = arrays["images"], arrays.get("labels")
+    if images.ndim == 0:
+        raise PTQError(
+            f"{what} {path}: `images` is a single value ({images.dtype}), not an array of images: save an array of "
+            "shape (N, ...) as the model takes them"
+        )
     if labels is not None:
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise PTQError(
@@ -223,6 +270,7 @@ class UserStore(ArtifactStore):
         spec, output, proto = read_onnx(onnx)
         images, labels = read_npz(data, "--data", need_labels=True)
         assert labels is not None
+        check_batch(onnx, spec, images)
         check_images(images, spec, f"--data {data}")
         classes = num_classes_of(onnx, spec, output, images)
         check_labels(labels, classes, f"--data {data}")
@@ -236,7 +284,8 @@ class UserStore(ArtifactStore):
             if calib_labels is not None:
                 check_labels(calib_labels, classes, f"--calibration {calibration}")
             split = "calibration"
-        calib = _calibration_set(calib_images, calib_labels, CalibrationConfig(samples, seed, split))
+        source = "--data" if calibration is None else "--calibration"
+        calib = _calibration_set(calib_images, calib_labels, CalibrationConfig(samples, seed, split), source)
         sha = hashlib.sha256(proto.SerializeToString()).hexdigest()  # with its external data, if any
         name = _model_name(onnx)
         model = register_model(
@@ -317,11 +366,34 @@ def _normalised_copy(src: Path, dest: Path) -> None:
     onnx.save(proto, str(dest))
 
 
-def _calibration_set(images: np.ndarray, labels: np.ndarray | None, config: CalibrationConfig) -> CalibrationSet:
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
+
+
+def _calibration_set(
+    images: np.ndarray, labels: np.ndarray | None, config: CalibrationConfig, source: str = "--data"
+) -> CalibrationSet:
     """``config.num_samples`` images (all, if fewer): stratified by label when labels are given."""
     n = min(config.num_samples, len(images))
     if labels is not None:
-        idx = stratified_indices(labels, n, config.seed, classes=np.unique(labels))  # the classes it holds
+        classes, counts = np.unique(labels, return_counts=True)  # the classes it holds
+        asked = f"--samples {config.num_samples}" + (f" (all {n} images)" if n < config.num_samples else "")
+        if n < len(classes):
+            raise PTQError(
+                f"{asked}: a stratified calibration set takes at least one image of each of the {len(classes)} "
+                f"classes in {source}: pass --samples {len(classes)} or more"
+            )
+        try:
+            idx = stratified_indices(labels, n, config.seed, classes=classes)
+        except PTQError as exc:  # a class has fewer images than its share of the stratified set
+            short = int(np.argmin(counts))
+            raise PTQError(
+                f"{asked}: a stratified calibration set takes {n} images, about {n / len(classes):.1f} of each of "
+                f"the {len(classes)} classes, but {source} has only {counts[short]} images of class "
+                f"{classes[short]}: pass --samples {len(classes) * counts.min()} or fewer, or give {source} more "
+                f"images of class {classes[short]}"
+            ) from exc
     else:
         idx = np.sort(np.random.default_rng(config.seed).choice(len(images), n, replace=False))
     config = CalibrationConfig(n, config.seed, config.split)
