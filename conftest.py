@@ -189,9 +189,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     terminalreporter.write_line(f"{'cell':58} {'accuracy, Δ pts, by runtime':>40} {'checks':>8}  result")
     for cell in sorted(cells):
         row = cells[cell]
-        accs = sorted((k.removeprefix("accuracy@"), v) for k, v in row.items() if k.startswith("accuracy@"))
+        accs = sorted((k.split("@", 1)[1], v) for k, v in row.items() if k.startswith(("accuracy@", "outcome@")))
         acc_text = "  ".join(
             f"{rt} {acc:.2%} {(acc - float(row['fp32@' + rt])) * 100:+.2f}"  # type: ignore[arg-type]
+            if "fp32@" + rt in row
+            else f"{rt} {acc}"  # the outcome of an evaluation that failed
             for rt, acc in accs
         )
         total = sum(int(row[k]) for k in ("passed", "failed", "xfailed", "skipped"))  # type: ignore[call-overload]

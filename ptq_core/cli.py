@@ -13,6 +13,7 @@ from ptq_core.backends import BACKENDS
 from ptq_core.calibration import CalibrationConfig
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import EvaluationFailed
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
@@ -392,16 +393,19 @@ def _evaluate(args: argparse.Namespace) -> None:
     from ptq_core.sources import find_cifar10
 
     test = load_split(find_cifar10(args.cifar10_dir), "test")  # no weights needed to score a model
-    result = evaluate(args.model, test.images, test.labels, runtime=args.runtime)
+    try:
+        result = evaluate(args.model, test.images, test.labels, runtime=args.runtime)
+    except EvaluationFailed as exc:  # the model is this command's input
+        raise PTQError(f"--model {args.model} {exc}: pass a model file the runtime reads") from exc
     if args.json:
         print(json.dumps(finite({"model": str(args.model), **result.as_dict()}), allow_nan=False))
     else:
         print(f"{args.model}: {result.accuracy:.2%} ({result.correct}/{result.total})")
 
 
-def _report(args: argparse.Namespace) -> None:
+def _report(args: argparse.Namespace) -> int:
     from ptq_core import render, report
-    from ptq_core.results import best_cell
+    from ptq_core.results import best_cell, failed_evaluations
     from ptq_core.speed import latest_benchmarks
 
     if args.merge:
@@ -426,8 +430,12 @@ def _report(args: argparse.Namespace) -> None:
     for path in paths:
         print(path)
     best = best_cell(results)
-    assert best is not None, "every cell of the suite's default model failed"
-    print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
+    if best is not None:
+        print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
+    broken = failed_evaluations(results)
+    for line in broken:
+        print(f"FAILED evaluation {line}")
+    return 1 if broken or best is None else 0
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -450,7 +458,7 @@ def _compare(args: argparse.Namespace) -> None:
         )
 
 
-def _bench(args: argparse.Namespace) -> None:
+def _bench(args: argparse.Namespace) -> int:
     from ptq_core import deploy
 
     if args.out:
@@ -479,6 +487,7 @@ def _bench(args: argparse.Namespace) -> None:
                 (folder / "bench.md").write_text(text),
             ),
         )
+    return 1 if any(row.get("images_per_s") is None for row in result["rows"]) else 0  # a deployment failed
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -513,7 +522,9 @@ def _tune(args: argparse.Namespace) -> int:
     for path in tune_report.write(result, args.out):
         print(path)
     print(tune_report.markdown(result).split("\n\n| candidate")[0])
-    return 0 if "chosen" in result else 1
+    for failure in result["failed_candidates"]:
+        print(f"FAILED candidate {failure['candidate']}: {failure['outcome']}: {failure['reason']}")
+    return 0 if "chosen" in result and not result["failed_candidates"] else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -526,7 +537,9 @@ def _run(args: argparse.Namespace) -> int:
     failed = failures(outcomes)
     for o in failed:
         print(f"FAILED {o.check} {o.message}")
-    return 1 if failed else 0
+    for line in results["failed_evaluations"]:
+        print(f"FAILED evaluation {line}")
+    return 1 if failed or results["failed_evaluations"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -546,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = commands[args.command](args) or 0  # type: ignore[operator]
     except PTQError as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    except EvaluationFailed as exc:  # a runtime failed where the command cannot go on without it: a result
+        print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
+        return 1
     return status
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, known_failure
+from ptq_core.evaluation import EvaluationFailed
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL
 from ptq_core.speed import PairedTimer, count_macs, float_images
@@ -99,7 +100,11 @@ def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np
         return _openvino_throughput(d.path, threads)
     if d.runtime == "inductor":
         return _inductor(d.path, threads, batch)
-    raise ValueError(f"unknown deployment runtime {d.runtime}")
+    from ptq_core.models import get_model
+    from ptq_core.runtimes import as_predictor, get_runtime
+
+    get_runtime(d.runtime)  # any other registered runtime deploys as it scores
+    return as_predictor(d.path, get_model(_model_of(d.path)), d.runtime, threads)
 
 
 def _bound(request: Any, batch: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -192,15 +197,33 @@ def _compiled(path: Path) -> Any:
 
 
 def predictions(d: Deployment, images: np.ndarray, threads: int = 1, batch: int = 256) -> np.ndarray:
-    """Top-1 classes of the deployment as it runs, in batches of ``batch`` (the last one padded)."""
-    run = runner(d, threads, batch)
-    classes = []
+    """Top-1 classes of the deployment as it runs, in batches of ``batch`` (the last one padded). Raises
+    :class:`EvaluationFailed` when its runtime cannot load it, raises on a batch or answers non-finite scores."""
+    from ptq_core.evaluation import Outcome
+
+    try:
+        run = runner(d, threads, batch)
+    except EvaluationFailed:
+        raise
+    except Exception as exc:  # the runtime's own error, or ours naming it
+        raise EvaluationFailed(Outcome.FAILED_TO_LOAD, _reason(exc)) from exc
+    classes, non_finite = [], 0
     for start in range(0, len(images), batch):
         chunk = d.inputs(images[start : start + batch])
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        classes.append(run(chunk)[:n].argmax(1))
+        try:
+            scores = np.asarray(run(chunk))[:n]
+        except Exception as exc:
+            reason = f"on images {start}-{start + n - 1}: {_reason(exc)}"
+            raise EvaluationFailed(Outcome.FAILED_WHILE_SCORING, reason) from exc
+        non_finite += int((~np.isfinite(scores).reshape(n, -1).all(axis=1)).sum())
+        classes.append(scores.argmax(1))
+    if non_finite:
+        raise EvaluationFailed(
+            Outcome.FAILED_WHILE_SCORING, f"{non_finite} of {len(images)} images got non-finite scores (NaN or inf)"
+        )
     return np.concatenate(classes)
 
 
@@ -209,42 +232,86 @@ def accuracy(d: Deployment, images: np.ndarray, labels: np.ndarray, threads: int
     return float((predictions(d, images, threads, batch) == labels).mean())
 
 
-def group_timer(deps: list[Deployment], images: np.ndarray, batch: int, threads: int) -> PairedTimer:
-    """Every deployment that applies to (batch, threads), ready for interleaved rounds on the first images."""
-    return PairedTimer(
-        {
-            d.name: functools.partial(runner(d, threads, batch), d.inputs(images[:batch]))
-            for d in deps
-            if d.applies(batch, threads)
-        }
-    )
+def group_timer(
+    deps: list[Deployment], images: np.ndarray, batch: int, threads: int, failures: dict[str, str] | None = None
+) -> PairedTimer:
+    """Every deployment that applies to (batch, threads), ready for interleaved rounds on the first images; one
+    that fails to load or to run is left out, its reason in ``failures`` (by deployment name)."""
+    fns = {}
+    for d in deps:
+        if not d.applies(batch, threads):
+            continue
+        try:
+            run = functools.partial(runner(d, threads, batch), d.inputs(images[:batch]))
+            run()
+        except Exception as exc:  # a runtime's own error: a result of this deployment, the others go on
+            if failures is not None:
+                failures[d.name] = _reason(exc)
+            continue
+        fns[d.name] = run
+    return PairedTimer(fns)
+
+
+def _reason(exc: BaseException) -> str:
+    from ptq_core.evaluation import reason_of
+
+    return reason_of(exc.__cause__ if isinstance(exc.__cause__, Exception) else exc)
 
 
 def group_rows(
-    timer: PairedTimer, deps: list[Deployment], batch: int, threads: int, macs: int, scored: dict[Any, Any]
+    timer: PairedTimer,
+    deps: list[Deployment],
+    batch: int,
+    threads: int,
+    macs: int,
+    scored: dict[Any, Any],
+    failures: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """A row per deployment of the group: its speed over ORT FP32 and over the fastest float deployment within
+    the allowed drop (OpenVINO's bf16 where the CPU has it), from the same rounds; or why it did not run."""
     from ptq_core.cpu_peak import int8_peak
 
     peak = int8_peak()
     reference = f"{REFERENCE[1]} on {REFERENCE[0]}"
+    floats = [
+        d.name
+        for d in deps
+        if d.model == "fp32" and d.name in timer.fns and scored[(d.runtime, d.model)]["honest_float"]
+    ]
+    best_float = min(floats, key=timer.median_seconds, default=None)
     rows = []
     for d in deps:
+        base = {
+            "runtime": d.runtime,
+            "model": d.model,
+            "batch": batch,
+            "threads": threads,
+            **scored[(d.runtime, d.model)],
+        }
         if d.name not in timer.fns:
+            reason = (failures or {}).get(d.name)
+            if reason is not None or base["outcome"] != "scored":
+                rows.append(
+                    {
+                        **base,
+                        "outcome": base["outcome"] if base["outcome"] != "scored" else "failed to load",
+                        "reason": base.get("reason") or reason,
+                        "honest": False,
+                    }
+                )
             continue
         per_s = batch / timer.median_seconds(d.name)
         rows.append(
             {
-                "runtime": d.runtime,
-                "model": d.model,
-                "batch": batch,
-                "threads": threads,
+                **base,
                 "images_per_s": per_s,
                 "gmac_per_s": per_s * macs / 1e9,
-                "vs_ort_fp32": timer.speedup(d.name, over=reference),
+                "vs_ort_fp32": timer.speedup(d.name, over=reference) if reference in timer.fns else None,
+                "vs_best_float": timer.speedup(d.name, over=best_float) if best_float else None,
+                "best_float": best_float,
                 "peak_fraction": per_s * macs / 1e9 / (peak.gmacs_per_core * threads)
                 if peak and d.model != "fp32"
                 else None,
-                **scored[(d.runtime, d.model)],
             }
         )
     return rows
@@ -270,17 +337,27 @@ def measure(
     deps = deployments(ws, model)
     say(f"scoring {len(deps)} deployments on {len(test)} test images as they run")
     scored = scores(ws, deps, model)
+    for (runtime, name), row in scored.items():
+        if row["outcome"] != "scored":
+            say(f"  {name} on {runtime} {row['outcome']}: {row['reason']}")
     rows: list[dict[str, Any]] = []
     for batch in batches:
         for t in threads:
-            timer = group_timer(deps, test.images, batch, t)
+            failures: dict[str, str] = {}
+            runnable = [d for d in deps if scored[(d.runtime, d.model)]["outcome"] == "scored"]
+            timer = group_timer(runnable, test.images, batch, t, failures)
             say(f"batch {batch}, {t} thread(s): {len(timer.fns)} deployments, {rounds} interleaved rounds")
+            for name, reason in failures.items():
+                say(f"  {name} failed to run: {reason}")
             for _ in range(rounds):
                 timer.round()
-            rows += group_rows(timer, deps, batch, t, macs, scored)
+            rows += group_rows(timer, deps, batch, t, macs, scored, failures)
+    from ptq_core.cpu_peak import peak_unknown_reason
+
     return {
         "model": model,
         "macs_per_image": macs,
+        "peak_unknown": None if peak else f"unknown: {peak_unknown_reason()}",
         "peak": None
         if peak is None
         else {**peak.__dict__, "gmacs_per_core": peak.gmacs_per_core, "formula": peak.formula},
@@ -296,19 +373,45 @@ def _input_shape(model: str) -> tuple[int, ...]:
 
 
 def scores(ws: Any, deps: list[Deployment], model: str = DEFAULT_MODEL) -> dict[Any, Any]:
-    """Accuracy of each deployment as deployed, and whether it is within the allowed drop of its FP32 twin."""
+    """Accuracy of each deployment as deployed, and whether it is within the allowed drop of its FP32 twin (an
+    8-bit one: "honest"), or of ORT FP32 (a float one, e.g. bf16: "honest_float"). A deployment its runtime
+    cannot load or run is recorded with the reason; the others go on."""
     test = ws.split("test")
-    acc = {(d.runtime, d.model): accuracy(d, test.images, test.labels) for d in deps}
+    acc: dict[tuple[str, str], float | None] = {}
+    failed: dict[tuple[str, str], tuple[str, str]] = {}
+    for d in deps:
+        try:
+            acc[(d.runtime, d.model)] = accuracy(d, test.images, test.labels)
+        except EvaluationFailed as exc:
+            acc[(d.runtime, d.model)] = None
+            failed[(d.runtime, d.model)] = (str(exc.outcome), exc.reason)
     out = {}
     for d in deps:
-        fp32 = acc[d.fp32_twin]
-        drop = (fp32 - acc[(d.runtime, d.model)]) * 100
+        mine, fp32, ort_fp32 = acc[(d.runtime, d.model)], acc.get(d.fp32_twin), acc.get(REFERENCE)
+        if mine is None or fp32 is None:
+            outcome, reason = failed.get((d.runtime, d.model)) or failed.get(d.fp32_twin) or ("failed to load", "")
+            if (d.runtime, d.model) not in failed:
+                reason = f"its FP32 twin {outcome}: {reason}"
+            out[(d.runtime, d.model)] = {
+                "outcome": outcome,
+                "reason": reason,
+                "accuracy": mine,
+                "drop_points": None,
+                "honest": False,
+                "honest_float": False,
+            }
+            continue
+        drop = (fp32 - mine) * 100
         cell = next((c for c in _default_cells(model) if c.id == d.model), None)
         known = cell is not None and known_failure(cell, "check_accuracy_vs_fp32", None) is not None
         out[(d.runtime, d.model)] = {
-            "accuracy": acc[(d.runtime, d.model)],
+            "outcome": "scored",
+            "accuracy": mine,
             "drop_points": drop,
             "honest": d.model != "fp32" and drop <= MAX_ACCURACY_DROP_POINTS and not known,
+            "honest_float": d.model == "fp32"
+            and ort_fp32 is not None
+            and (ort_fp32 - mine) * 100 <= MAX_ACCURACY_DROP_POINTS,
         }
     return out
 
@@ -320,15 +423,25 @@ def _default_cells(model: str) -> tuple[Cell, ...]:
 
 
 def fastest(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (batch, threads): the fastest 8-bit deployment within the accuracy drop, and its ratio to ORT FP32."""
+    """Per (batch, threads): the fastest 8-bit deployment within the accuracy drop, with its ratios to ORT FP32
+    and to the fastest float deployment."""
+
+    def speed(row: dict[str, Any]) -> float:
+        ratio = row.get("vs_ort_fp32")  # None when ORT FP32 itself could not run: then its own rate
+        return float(ratio if ratio is not None else row.get("images_per_s") or 0.0)
+
     best: dict[str, Any] = {}
     for row in rows:
-        if not row.get("honest"):
+        if not row.get("honest") or not speed(row):
             continue
         key = f"b{row['batch']}-t{row['threads']}"
-        if key not in best or row["vs_ort_fp32"] > best[key]["vs_ort_fp32"]:
+        if key not in best or speed(row) > speed(best[key]):
             best[key] = row
     return best
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
 
 
 def markdown(bench: dict[str, Any]) -> str:
@@ -336,27 +449,42 @@ def markdown(bench: dict[str, Any]) -> str:
     lines = [
         f"Deployments of {bench['model']} ({bench['macs_per_image']:,} MACs per image), timed in interleaved rounds "
         "per batch and thread count; `vs ORT FP32` is the median per-round ratio to ONNX Runtime FP32 in the same "
-        "rounds. Every ONNX Runtime session lets idle threads sleep: spinning ones would take the cores of the "
-        "deployment timed next.",
+        "rounds, `vs best float` to the fastest float deployment within the allowed drop of ORT FP32 (OpenVINO "
+        "runs FP32 in bf16 by default where the CPU has it). Every ONNX Runtime session lets idle threads sleep: "
+        "spinning ones would take the cores of the deployment timed next.",
         "",
         "int8 peak: "
-        + (peak["formula"] if peak else "unknown (no AVX-512 VNNI, or no C compiler for the probe)")
+        + (peak["formula"] if peak else bench.get("peak_unknown") or "unknown")
         + "; `of peak` = GMAC/s / (peak per core x threads), for 8-bit deployments.",
         "",
-        "| batch | threads | runtime | model | images/s | GMAC/s | vs ORT FP32 | of peak | accuracy | Δ pts vs FP32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| batch | threads | runtime | model | images/s | GMAC/s | vs ORT FP32 | vs best float | of peak | accuracy "
+        "| Δ pts vs FP32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(bench["rows"], key=lambda r: (r["batch"], r["threads"], -r["images_per_s"])):
+    timed = [r for r in bench["rows"] if r.get("images_per_s") is not None]
+    for r in sorted(timed, key=lambda r: (r["batch"], r["threads"], -r["images_per_s"])):
         peak_text = f"{r['peak_fraction']:.0%}" if r["peak_fraction"] is not None else "-"
         lines.append(
             f"| {r['batch']} | {r['threads']} | {r['runtime']} | {r['model']} | {r['images_per_s']:,.0f} | "
-            f"{r['gmac_per_s']:.0f} | {r['vs_ort_fp32']:.2f}x | {peak_text} | {r['accuracy']:.2%} | "
-            f"{-r['drop_points']:+.2f} |"
+            f"{r['gmac_per_s']:.0f} | {_x(r['vs_ort_fp32'])} | {_x(r.get('vs_best_float'))} | {peak_text} | "
+            f"{r['accuracy']:.2%} | {-r['drop_points']:+.2f} |"
         )
+    failed = {(r["runtime"], r["model"]): r for r in bench["rows"] if r.get("images_per_s") is None}
+    if failed:
+        lines += ["", f"{len(failed)} deployments could not run (the others were timed without them):", ""]
+        lines += [f"- {m} on {rt}: {r['outcome']}: {r['reason']}" for (rt, m), r in sorted(failed.items())]
     lines += ["", "Fastest 8-bit deployment within the allowed accuracy drop of its FP32:", ""]
     for key, r in sorted(bench["fastest"].items()):
+        verdict = ""
+        if r.get("vs_best_float") is not None and r["vs_best_float"] < 1.1:
+            verdict = (
+                f": **8-bit is not worth it here**, the float deployment {r['best_float']} is "
+                + ("faster" if r["vs_best_float"] < 1.0 else "within 10 %")
+                + " with no calibration"
+            )
         lines.append(
-            f"- {key}: **{r['model']} on {r['runtime']}**, {r['vs_ort_fp32']:.2f}x ORT FP32, {r['accuracy']:.2%}"
+            f"- {key}: **{r['model']} on {r['runtime']}**, {_x(r['vs_ort_fp32'])} ORT FP32, "
+            f"{_x(r.get('vs_best_float'))} the fastest float ({r.get('best_float')}), {r['accuracy']:.2%}{verdict}"
         )
     return "\n".join(lines) + "\n"
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import EvaluationFailed, Outcome, non_finite_reason, reason_of
 from ptq_core.runtimes import as_predictor
 
 BATCH_SIZE = 64  # measured: eager PT2E models run 2x faster at 64 than at 500 (cache-sized activations)
@@ -44,10 +45,27 @@ def score(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> Eval
 def predict_scores(
     model: Any, images: np.ndarray, spec: Any = None, runtime: str | None = None, batch_size: int = BATCH_SIZE
 ) -> np.ndarray:
-    """(N, classes) scores of any model kind (a file on ``runtime``, a module, a program), in batches."""
+    """(N, classes) scores of any model kind (a file on ``runtime``, a module, a program), in batches.
+
+    Raises :class:`EvaluationFailed` when the runtime cannot load the model, raises on a batch, or answers
+    non-finite scores: a result of that evaluation, not a fault of the input."""
     predict = as_predictor(model, spec, runtime)
-    out = [predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return np.concatenate(out)
+    out = []
+    for i in range(0, len(images), batch_size):
+        try:
+            out.append(predict(images[i : i + batch_size]))
+        except PTQError:
+            raise
+        except Exception as exc:
+            raise EvaluationFailed(
+                Outcome.FAILED_WHILE_SCORING,
+                f"on images {i}-{i + len(images[i : i + batch_size]) - 1}: {reason_of(exc)}",
+            ) from exc
+    scores = np.concatenate(out)
+    bad = non_finite_reason(scores)
+    if bad:
+        raise EvaluationFailed(Outcome.FAILED_WHILE_SCORING, bad)
+    return scores
 
 
 def evaluate(

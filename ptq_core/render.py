@@ -9,12 +9,16 @@ from typing import Any
 from ptq_core.calibration import SCORED_SPLITS
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import Outcome, failed, outcome_of, scored
 from ptq_core.models import DEFAULT_MODEL
-from ptq_core.results import best_cell
+from ptq_core.results import best_cell, failed_evaluations
 from ptq_core.studies import SQNR_IMAGES
 
 
 def _verdict(r: dict[str, Any]) -> str:
+    broken = [f"{rt} {e['outcome']}" for rt, e in r["runtimes"].items() if failed(e) and e.get("checked", True)]
+    if broken:
+        return "FAIL: " + ", ".join(broken)
     if r["expected_failure"]:
         return "known failure"
     if not r["passes"]:
@@ -22,6 +26,11 @@ def _verdict(r: dict[str, Any]) -> str:
     if r["mcnemar_p"] < 0.05 and r["delta_points"] < 0:
         return "worse (significant)"
     return "within noise" if r["mcnemar_p"] >= 0.05 else "better (significant)"
+
+
+def _pct(value: float | None) -> str:
+    """An accuracy, or n/a where there is none (no image held out of calibration: null in results.json)."""
+    return "n/a" if value is None or value != value else f"{value:.2%}"
 
 
 def _max_drop(results: dict[str, Any]) -> float:
@@ -32,17 +41,42 @@ def _other_runtimes(r: dict[str, Any]) -> str:
     """Accuracy on each further runtime, with its top-1 agreement with the cell's first runtime."""
     parts = [
         f"{name} {on['accuracy']:.2%} ({on['agreement_primary']:.1%})"
+        if "agreement_primary" in on
+        else f"{name} {on['accuracy']:.2%}"
+        if scored(on)
+        else f"{name} **{on['outcome']}**"
         for name, on in r["runtimes"].items()
         if name != r["runtime"]
     ]
     return "; ".join(parts) or "-"
 
 
+def _failed_markdown(results: dict[str, Any]) -> list[str]:
+    """Every evaluation a runtime failed, with the library's reason: the rest of the report went on without it."""
+    known = [
+        f"- {row['cell']} on {rt}: {entry['reason']} (known failure: {entry.get('known_failure')})"
+        for row in results["cells"]
+        for rt, entry in row["runtimes"].items()
+        if outcome_of(entry) is Outcome.KNOWN_FAILURE
+    ]
+    failures = failed_evaluations(results)  # builds too: a cell whose quantizer raised has nothing to evaluate
+    lines = []
+    if failures:
+        lines += ["", f"**{len(failures)} evaluations failed** (a runtime could not load or score the model):", ""]
+        lines += [f"- {line}" for line in failures]
+    if known:
+        lines += ["", "Evaluations that fail as measured before on this CPU and library release:", "", *known]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     fp32 = results["fp32"]
     best = best_cell(results)
     calib = results["calibration"]
-    fp32_on = ", ".join(f"{rt} {row['accuracy']:.2%}" for rt, row in fp32["runtimes"].items())
+    fp32_on = ", ".join(
+        f"{rt} {row['accuracy']:.2%}" if scored(row) else f"{rt} {row['outcome']}"
+        for rt, row in fp32["runtimes"].items()
+    )
     # calibrated from the scored images: accuracy on the images that did not calibrate, beside the rest
     held_out = calib["split"] in SCORED_SPLITS
     calibrated = calib.get("note") or (
@@ -52,7 +86,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"FP32: **{fp32['accuracy']:.2%}** ({fp32['correct']}/{fp32['total']}), 95 % CI {fp32['wilson_low']:.2%}-"
         f"{fp32['wilson_high']:.2%}"
-        + (f", held-out {fp32['heldout_accuracy']:.2%}" if held_out else "")
+        + (f", held-out {_pct(fp32['heldout_accuracy'])}" if held_out else "")
         + f"; by runtime: {fp32_on}. Calibration: {calibrated}",
         "",
         f"Best cell: **{best['cell']}** at {best['accuracy']:.2%} ({best['delta_points']:+.2f} points), "
@@ -70,14 +104,22 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for r in results["cells"]:
         twin = f"{r['agreement_twin']:.2%} ({r['twin']})" if "twin" in r else "-"
+        if "accuracy" not in r:  # its first runtime failed: no scores to show
+            blanks = " - |" * (5 if held_out else 4)  # Δ, held-out, CI, McNemar, agree FP32
+            lines.append(
+                f"| {r['cell']} | **{r['outcome']}** |{blanks} {_other_runtimes(r)} | {twin} | "
+                f"{r['payload_ratio']:.2f}x | {r['file_ratio']:.2f}x | {_verdict(r)} |"
+            )
+            continue
         lines.append(
             f"| {r['cell']} | {r['accuracy']:.2%} | {r['delta_points']:+.2f} | "
-            + (f"{r['heldout_accuracy']:.2%} | " if held_out else "")
+            + (f"{_pct(r['heldout_accuracy'])} | " if held_out else "")
             + f"{r['wilson_low']:.1%}-"
             f"{r['wilson_high']:.1%} | {r['mcnemar_p']:.2g} | "
             f"{r['agreement_fp32']:.2%} | {_other_runtimes(r)} | {twin} | {r['payload_ratio']:.2f}x | "
             f"{r['file_ratio']:.2f}x | {_verdict(r)} |"
         )
+    lines += _failed_markdown(results)
     lines += _models_side_by_side(results)
     if results.get("pt2_archive_bytes"):
         parts = results["pt2_archive_bytes"]
@@ -140,7 +182,7 @@ def _models_side_by_side(results: dict[str, Any]) -> list[str]:
         "|---" * (len(models) + 1) + "|",
     ]
     for config, rows in by_model.items():
-        if len(rows) == len(models):
+        if len(rows) == len(models) and all("accuracy" in row for row in rows.values()):
             lines.append(
                 f"| {config} | "
                 + " | ".join(f"{rows[m]['accuracy']:.2%} ({rows[m]['delta_points']:+.2f})" for m in models)
@@ -195,7 +237,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     model = results.get("model", DEFAULT_MODEL)
-    rows = [r for r in results["cells"] if not r["expected_failure"] and r["model"] == model]
+    rows = [r for r in results["cells"] if not r["expected_failure"] and r["model"] == model and "accuracy" in r]
     fp32 = results["fp32"]["accuracy"] * 100
     backends = sorted({r["backend"] for r in rows})
     colours = dict(zip(backends, ("tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple"), strict=False))
@@ -244,7 +286,7 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     # a NaN (held-out accuracy when every scored image calibrates) is null: strict JSON, never NaN
     (out / "results.json").write_text(json.dumps(finite(results), indent=1, sort_keys=True, allow_nan=False))
-    (out / "results.md").write_text(markdown(results).replace("nan%", "n/a"))
+    (out / "results.md").write_text(markdown(results))
     return [out / "results.json", out / "results.md", *plot(results, out)]
 
 

@@ -6,77 +6,117 @@ and compares it with the FP32 model measured on the same runtime.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ptq_core import cache
 from ptq_core.calibration import CalibrationConfig
-from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RATIO, known_failure
+from ptq_core.checks import EVALUATION, MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RATIO, known_failure
+from ptq_core.errors import PTQError
+from ptq_core.evaluation import Evaluation, EvaluationFailed, Outcome, failed, reason_of
 from ptq_core.formats import FORMATS
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL
-from ptq_core.platform import cpu_flags, libraries_of
+from ptq_core.platform import cpu_capability, cpu_flags, libraries_of
 from ptq_core.predictions import predictions_on_test
-from ptq_core.runtimes import runtimes_for
+from ptq_core.runtimes import get_runtime, runtimes_for
 from ptq_core.stats import accuracy_row
 from ptq_core.workspace import ArtifactStore
+
+# results.json's layout: 2 gave every runtime entry an ``outcome`` (scored / failed to load / failed while scoring /
+# known failure) and its ``reason``, and each cell its primary runtime's ``outcome``; a failed entry has no scores
+SCHEMA_VERSION = 2
 
 
 def _primary(fmt: str) -> str:
     return runtimes_for(fmt)[0].name
 
 
+def evaluation(
+    ws: ArtifactStore,
+    path: Path,
+    runtime: str,
+    model: str,
+    held_out: np.ndarray,
+    fp32: Evaluation | None = None,
+    cell: Cell | None = None,
+) -> Evaluation:
+    """``path`` on ``runtime`` as a record: scored against ``fp32`` (FP32's own record on the same runtime; None
+    for FP32 itself), or failed with the runtime's reason; a failure measured before is a known failure."""
+    rt = get_runtime(runtime)
+    libraries = libraries_of(cell, runtime) if cell is not None else rt.libraries
+    record = functools.partial(Evaluation, runtime, checked=rt.checked, libraries=tuple(libraries))
+    if fp32 is not None and not fp32.scored:
+        return record(fp32.outcome, f"FP32 {fp32.outcome} on {runtime}, so nothing to compare with: {fp32.reason}")
+    labels = ws.split("test").labels
+    try:
+        pred = predictions_on_test(ws, path, runtime, model)
+    except EvaluationFailed as exc:
+        known = known_failure(cell, EVALUATION, runtime) if cell is not None else None
+        return record(Outcome.KNOWN_FAILURE if known else exc.outcome, exc.reason, known=known)
+    reference = fp32.predictions if fp32 is not None and fp32.predictions is not None else pred
+    return record(Outcome.SCORED, stats=accuracy_row(pred, labels, reference, held_out), predictions=pred)
+
+
 def collect(
     ws: ArtifactStore, cells: tuple[Cell, ...] = CELLS, max_drop: float = MAX_ACCURACY_DROP_POINTS
 ) -> dict[str, Any]:
-    """Build (or reuse) and evaluate every cell; everything the report and the baselines need."""
+    """Build (or reuse) and evaluate every cell on every runtime of its format; everything the report and the
+    baselines need. A runtime that fails one evaluation leaves it marked failed, with its reason; the rest go on."""
     labels = ws.split("test").labels
     calib = ws.calibration(CalibrationConfig())
     held_out = calib.held_out(len(labels))
     fmts = sorted({c.backend_spec.format for c in cells} | {"onnx"})
     models = sorted({c.model for c in cells}, key=lambda m: m != DEFAULT_MODEL)
     fp32 = {(model, fmt): ws.fp32(fmt, model) for model in models for fmt in fmts}
-    fp32_pred = {
-        (model, fmt, rt.name): predictions_on_test(ws, path, rt.name, model)
+    fp32_on = {
+        (model, fmt, rt.name): evaluation(ws, path, rt.name, model, held_out)
         for (model, fmt), path in fp32.items()
         for rt in runtimes_for(fmt)
     }
 
     def fp32_summary(model: str) -> dict[str, Any]:
-        reference = fp32_pred[(model, "onnx", _primary("onnx"))]
+        reference = fp32_on[(model, "onnx", _primary("onnx"))]
+        if not reference.scored:
+            raise EvaluationFailed(reference.outcome, f"FP32 {model} on {reference.runtime}: {reference.reason}")
         return {
             "file_bytes": {fmt: p.stat().st_size for (m, fmt), p in fp32.items() if m == model},
-            "runtimes": {
-                rt: {"format": fmt, **accuracy_row(pred, labels, pred, held_out)}
-                for (m, fmt, rt), pred in fp32_pred.items()
-                if m == model
-            },
-            **accuracy_row(reference, labels, reference, held_out),
+            "runtimes": {rt: {"format": fmt, **ev.as_json()} for (m, fmt, rt), ev in fp32_on.items() if m == model},
+            **(reference.stats or {}),
         }
 
     fp32_found = {key: FORMATS[key[1]].inspect(path) for key, path in fp32.items()}
     rows = []
     preds: dict[str, np.ndarray] = {}
     twins: dict[str, str] = {}
+    failed_builds: dict[str, str] = {}
     for cell in cells:
         fmt = cell.backend_spec.format
-        path = ws.quantized(cell)
+        try:
+            path = ws.quantized(cell)
+        except PTQError:
+            raise
+        except Exception as exc:  # the quantizer raised on this cell: a result, the other cells go on
+            failed_builds[cell.id] = f"{cell.backend}: {reason_of(exc)}"
+            continue
         found, base = FORMATS[fmt].inspect(path), fp32_found[(cell.model, fmt)]
         if cell.backend_spec.twin is not None:
             twins[cell.id] = cell.backend_spec.twin(cell).id
-        on: dict[str, Any] = {}
-        for rt in runtimes_for(fmt):
-            pred = predictions_on_test(ws, path, rt.name, cell.model)
-            on[rt.name] = accuracy_row(pred, labels, fp32_pred[(cell.model, fmt, rt.name)], held_out)
-            on[rt.name]["checked"] = rt.checked
-            on[rt.name]["libraries"] = list(libraries_of(cell, rt.name))
-            if rt.name != _primary(fmt):
-                on[rt.name]["agreement_primary"] = float((pred == preds.get(cell.id, pred)).mean())
-            else:
-                preds[cell.id] = pred
+        on = {
+            rt.name: evaluation(ws, path, rt.name, cell.model, held_out, fp32_on[(cell.model, fmt, rt.name)], cell)
+            for rt in runtimes_for(fmt)
+        }
         primary = on[_primary(fmt)]
+        if primary.predictions is not None:
+            preds[cell.id] = primary.predictions
+        entries = {name: ev.as_json() for name, ev in on.items()}
+        for name, ev in on.items():
+            if name != primary.runtime and ev.predictions is not None and primary.predictions is not None:
+                entries[name]["agreement_primary"] = float((ev.predictions == primary.predictions).mean())
         rows.append(
             {
                 "cell": cell.id,
@@ -86,26 +126,31 @@ def collect(
                 "calibrator": cell.calibrator,
                 "granularity": cell.granularity,
                 "artifact": str(path),
-                "runtime": _primary(fmt),
+                "runtime": primary.runtime,
+                "outcome": str(primary.outcome),
                 "file_bytes": found.file_bytes,
                 "file_ratio": base.file_bytes / found.file_bytes,
                 "payload_ratio": base.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0,
-                "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", _primary(fmt)),
-                **{k: v for k, v in primary.items() if k not in ("checked", "libraries")},
-                "runtimes": on,
-                "passes": all(r["delta_points"] >= -max_drop for r in on.values() if r["checked"]),
+                "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", primary.runtime),
+                **(primary.stats or {}),
+                "runtimes": entries,
+                "passes": all(
+                    ev.scored and (ev.stats or {})["delta_points"] >= -max_drop for ev in on.values() if ev.checked
+                ),
             }
         )
     for row in rows:
         twin = twins.get(row["cell"])
-        if twin in preds:
+        if twin in preds and row["cell"] in preds:
             row["twin"] = twin
             row["agreement_twin"] = float((preds[row["cell"]] == preds[twin]).mean())
     return {
+        "schema": SCHEMA_VERSION,
         "versions": cache.library_versions(
             {lib for c in cells for rt in runtimes_for(c.backend_spec.format) for lib in libraries_of(c, rt.name)}
         ),
         "cpu_flags": cpu_flags(),
+        "cpu": cpu_capability(),
         "calibration": {
             "num_samples": calib.config.num_samples,
             "seed": calib.config.seed,
@@ -118,7 +163,28 @@ def collect(
         "min_payload_ratio": MIN_PAYLOAD_RATIO,
         "max_drop_points": max_drop,
         "cells": rows,
+        "failed_builds": failed_builds,
     }
+
+
+def failed_evaluations(results: dict[str, Any]) -> list[str]:
+    """``cell on runtime: outcome: reason`` for every evaluation that failed and was not measured to fail."""
+    found = [
+        f"FP32 {model} on {rt}: {entry['outcome']}: {entry['reason']}"
+        for model, summary in results.get("models", {}).items()
+        for rt, entry in summary["runtimes"].items()
+        if failed(entry)
+    ]
+    found += [
+        f"{cell}: {Outcome.FAILED_TO_BUILD}: {reason}" for cell, reason in results.get("failed_builds", {}).items()
+    ]
+    found += [
+        f"{row['cell']} on {rt}: {entry['outcome']}: {entry['reason']}"
+        for row in results["cells"]
+        for rt, entry in row["runtimes"].items()
+        if failed(entry)
+    ]
+    return found
 
 
 def best_cell(results: dict[str, Any], model: str | None = None) -> dict[str, Any] | None:

@@ -24,6 +24,9 @@ from typing import Any
 from ptq_core.backends import BACKENDS
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, Context, Outcome, run_checks
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import EvaluationFailed, reason_of, scored
+from ptq_core.evaluation import Outcome as Evaluated
+from ptq_core.evaluation import failed as failed_entry
 from ptq_core.matrix import Cell, cells_of
 from ptq_core.output import check_replaceable, write_folder
 from ptq_core.predictions import predictions_on_test, result_on_test
@@ -31,7 +34,6 @@ from ptq_core.runtimes import runtimes_for
 from ptq_core.user import DEFAULT_SAMPLES, UserStore
 
 ARTIFACTS = "artifacts"
-MARKER = "results.json"  # a folder holding it was written by ptq run (or ptq report) and may be replaced
 
 
 @dataclass(frozen=True)
@@ -96,23 +98,43 @@ def _build_in_worker(inputs: RunInputs, cell: Cell) -> tuple[str, float]:
     return cell.id, time.perf_counter() - start
 
 
-def build(inputs: RunInputs, cells: tuple[Cell, ...], jobs: int, say: Callable[[str], None]) -> None:
-    """Build (or reuse) every cell's artifact, ``jobs`` at a time, saying which and how long each took."""
+def build(
+    inputs: RunInputs, cells: tuple[Cell, ...], jobs: int, say: Callable[[str], None]
+) -> tuple[tuple[Cell, ...], dict[str, str]]:
+    """Build (or reuse) every cell's artifact, ``jobs`` at a time, saying which and how long each took. A quantizer
+    that raises on a cell is a result: (the cells built, {cell id: the quantizer's reason} for the others)."""
     store = inputs.open()
     store.fp32("onnx")
     width = len(str(len(cells)))
+    failed: dict[str, str] = {}
+
+    def failure(i: int, cell: Cell, exc: Exception) -> None:
+        if isinstance(exc, PTQError):  # the user's input or environment (a full cache, say): exit 2
+            raise exc
+        failed[cell.id] = f"{cell.backend}: {reason_of(exc)}"
+        say(f"[{i:{width}}/{len(cells)}] {cell.id} {Evaluated.FAILED_TO_BUILD}: {failed[cell.id]}")
+
     if jobs <= 1:
         for i, cell in enumerate(cells, 1):
             start = time.perf_counter()
-            store.quantized(cell)
+            try:
+                store.quantized(cell)
+            except Exception as exc:
+                failure(i, cell, exc)
+                continue
             say(f"[{i:{width}}/{len(cells)}] built {cell.id} ({time.perf_counter() - start:.1f} s)")
-        return
-    # spawn, not fork: the parent has onnxruntime's and OpenVINO's thread pools running
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_build_in_worker, inputs, cell) for cell in cells]
-        for i, future in enumerate(as_completed(futures), 1):
-            cell_id, seconds = future.result()
-            say(f"[{i:{width}}/{len(cells)}] built {cell_id} ({seconds:.1f} s)")
+    else:
+        # spawn, not fork: the parent has onnxruntime's and OpenVINO's thread pools running
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_build_in_worker, inputs, cell): cell for cell in cells}
+            for i, future in enumerate(as_completed(futures), 1):
+                try:
+                    cell_id, seconds = future.result()
+                except Exception as exc:
+                    failure(i, futures[future], exc)
+                    continue
+                say(f"[{i:{width}}/{len(cells)}] built {cell_id} ({seconds:.1f} s)")
+    return tuple(c for c in cells if c.id not in failed), failed
 
 
 def score(store: UserStore, cells: tuple[Cell, ...], say: Callable[[str], None]) -> None:
@@ -123,7 +145,11 @@ def score(store: UserStore, cells: tuple[Cell, ...], say: Callable[[str], None])
     labels = store.data.labels
     for i, (path, name, rt) in enumerate(jobs, 1):
         start = time.perf_counter()
-        accuracy = (predictions_on_test(store, path, rt, store.model.name) == labels).mean()
+        try:
+            accuracy = (predictions_on_test(store, path, rt, store.model.name) == labels).mean()
+        except EvaluationFailed as exc:  # recorded as a result by collect; the other evaluations go on
+            say(f"[{i:{width}}/{len(jobs)}] {name} on {rt} {exc.outcome}: {exc.reason}")
+            continue
         say(f"[{i:{width}}/{len(jobs)}] scored {name} on {rt}: {accuracy:.2%} ({time.perf_counter() - start:.1f} s)")
 
 
@@ -141,7 +167,7 @@ def run(
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Build, score and check every cell; write ``out``; return the results and the check outcomes."""
     from ptq_core.cli import max_drop_points
-    from ptq_core.results import collect
+    from ptq_core.results import collect, failed_evaluations
 
     max_drop = max_drop_points(max_drop)  # the one validator of --max-drop, --ptq-max-drop and max_drop
     if jobs < 1:
@@ -163,7 +189,7 @@ def run(
         f"{store.model.name}: {len(store.data)} images {store.data.images.shape[1:]} {store.model.input_dtype}, "
         f"{store.model.num_classes} classes; {len(cells)} cells; cache {store.models_dir}"
     )
-    build(inputs, cells, jobs, say)
+    cells, failed_builds = build(inputs, cells, jobs, say)
     score(store, cells, say)
     skipped = checks_not_run(store)
     outcomes = list(run_checks(context(store, max_drop), cells, skip=skipped))
@@ -178,6 +204,8 @@ def run(
         "max_drop_points": max_drop,
         "checks_not_run": skipped,
     }
+    results["failed_builds"] = failed_builds
+    results["failed_evaluations"] = failed_evaluations(results)
     results["checks"] = [
         {**asdict(o), "subject": o.subject.id, "cell": o.subject.cell.id, "runtime": o.subject.runtime}
         for o in outcomes
@@ -212,23 +240,28 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
     """One line per cell: accuracy on each checked runtime against FP32 there, and its checks."""
     fp32 = results["fp32"]["runtimes"]
-    lines = ["FP32: " + ", ".join(f"{rt} {r['accuracy']:.2%}" for rt, r in fp32.items())]
+    lines = [
+        "FP32: "
+        + ", ".join(f"{rt} {r['accuracy']:.2%}" if scored(r) else f"{rt} {r['outcome']}" for rt, r in fp32.items())
+    ]
     by_cell: dict[str, list[Outcome]] = {}
     for o in outcomes:
         by_cell.setdefault(o.subject.cell.id, []).append(o)
     for row in results["cells"]:
         mine = by_cell.get(row["cell"], [])
         failed = [o for o in mine if not o.passed]
-        if not failed:
-            verdict = "ok (passes a check known to fail on the suite's models)" if row["expected_failure"] else "ok"
-        elif all(o.expected_failure for o in failed):
+        broken = sorted(f"{rt} {e['outcome']}" for rt, e in row["runtimes"].items() if failed_entry(e))
+        unexpected = sorted({o.check.removeprefix("check_") for o in failed if not o.expected_failure})
+        if broken or unexpected:
+            verdict = "FAIL: " + ", ".join(broken + unexpected)
+        elif failed:
             verdict = "known failure (see results.md)"
         else:
-            verdict = "FAIL: " + ", ".join(
-                sorted({o.check.removeprefix("check_") for o in failed if not o.expected_failure})
-            )
+            verdict = "ok (passes a check known to fail on the suite's models)" if row["expected_failure"] else "ok"
         accs = "  ".join(
-            f"{rt} {r['accuracy']:.2%} {r['delta_points']:+.2f}" for rt, r in row["runtimes"].items() if r["checked"]
+            f"{rt} {r['accuracy']:.2%} {r['delta_points']:+.2f}" if scored(r) else f"{rt} {r['outcome'].upper()}"
+            for rt, r in row["runtimes"].items()
+            if r["checked"] or not scored(r)
         )
         lines.append(f"{row['cell']:60} {accs}  {len(mine) - len(failed)}/{len(mine)} checks  {verdict}")
     return lines

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.formats import format_of
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -50,8 +51,8 @@ def onnxruntime_session(path: Path | str, threads: int | None = None, config: di
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise PTQError(
-            f"{path} is not a loadable ONNX model ({exc.__class__.__name__}: {str(exc)[:200]}); "
-            "rebuild it (ptq prepare / quantize) or pass a valid .onnx file"
+            f"{path}: ONNX Runtime {ort.__version__} cannot load it ({reason_of(exc)}); export it so that this "
+            "onnxruntime reads it (its IR version and opset), or pass another .onnx file"
         ) from exc
 
 
@@ -82,8 +83,8 @@ def openvino_model(path: Path | str, threads: int, precision: str | None) -> Any
         return ov.Core().compile_model(str(path), "CPU", config)
     except Exception as exc:
         raise PTQError(
-            f"{path}: OpenVINO cannot compile it ({exc.__class__.__name__}: {str(exc)[:200]}); "
-            "rebuild it or pass a valid .onnx file"
+            f"{path}: OpenVINO {ov.__version__} cannot compile it at precision {precision or 'default'} "
+            f"({reason_of(exc)})"
         ) from exc
 
 
@@ -152,7 +153,11 @@ def as_predictor(artifact: Any, model: Any = None, runtime: str | None = None, t
         if not path.is_file():
             raise PTQError(f"model file {path} does not exist: build it with `ptq prepare` or `ptq quantize`")
         rt = get_runtime(runtime) if runtime else runtimes_for(format_of(path).name)[0]
-        raw = rt.load(path, threads)
+        try:
+            raw = rt.load(path, threads)
+        except Exception as exc:  # the runtime's own error, or ours wrapping it with advice for a user
+            cause = exc.__cause__ if isinstance(exc, PTQError) and isinstance(exc.__cause__, Exception) else exc
+            raise EvaluationFailed(Outcome.FAILED_TO_LOAD, f"{rt.name}: {reason_of(cause)}") from exc
     else:
         raw = _in_memory(artifact, threads)
 

@@ -56,7 +56,7 @@ def accuracy_row(
         "mcnemar_fp32_only": b,
         "mcnemar_cell_only": c,
         "mcnemar_p": p,
-        "heldout_accuracy": float(hits[held_out].mean()),
+        "heldout_accuracy": float(hits[held_out].mean()) if held_out.any() else float("nan"),  # null in json
         "agreement_fp32": float((predictions == fp32_predictions).mean()),
         "per_class_accuracy": [float(hits[labels == k].mean()) for k in np.unique(labels)],
         "predictions_sha256": hashlib.sha256(predictions.astype(np.uint8).tobytes()).hexdigest(),

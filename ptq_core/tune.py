@@ -31,6 +31,7 @@ from ptq_core import cache, sources
 from ptq_core.calibration import CalibrationConfig, stratified_indices
 from ptq_core.checks import known_failure
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL
 from ptq_core.runtimes import runtimes_for
@@ -330,6 +331,26 @@ def nncf_accuracy_control(
     return path, float(recorded.read_text()) if recorded.exists() else float("nan")
 
 
+# The float deployments 8-bit is timed against: ORT FP32 (the reference) and OpenVINO at its default precision,
+# bf16 where the CPU has it (AVX-512 BF16, AMX-BF16): no calibration, and on some CPUs nearly as fast as 8-bit
+FLOAT_RUNTIMES = ("onnxruntime", "openvino_default")
+
+
+def float_deployments(
+    ws: Any, fp32: Path, model: str, val: np.ndarray, labels: np.ndarray, reference: float, max_drop: float, pool: str
+) -> dict[str, str]:
+    """``{name: runtime}`` of the float deployments that load and hold ``max_drop`` of ORT FP32 on validation."""
+    out = {}
+    for rt in FLOAT_RUNTIMES:
+        try:
+            pred = validation_predictions(ws, fp32, rt, model, val, pool)
+        except EvaluationFailed:
+            continue
+        if rt == "onnxruntime" or (reference - float((pred == labels).mean())) * 100 <= max_drop:
+            out[f"fp32 on {rt}"] = rt
+    return out
+
+
 def _cells(ws: Any, model: str) -> tuple[Cell, ...]:
     from ptq_core.run import user_cells
     from ptq_core.user import UserStore
@@ -353,7 +374,13 @@ def choose(rows: list[dict[str, Any]], max_drop: float, objective: str = "speed"
     is noise or a fit to images the model was trained on. ResNet8's bias-corrected NNCF cells gain 0.24 points
     on validation while changing 184-195 of its 5,000 predictions (the other cells 78-97).
     """
-    ok = [r for r in rows if r["validation_drop_points"] <= max_drop and r.get(objective_key(objective)) is not None]
+    ok = [
+        r
+        for r in rows
+        if r["validation_drop_points"] <= max_drop
+        and r.get(objective_key(objective)) is not None
+        and not r.get("deployment_failed")
+    ]
     if not ok:
         return None
 
@@ -434,9 +461,12 @@ def tune(
             f"--cells {' '.join(patterns)} matches no searched cell of {model}: cells are named like {names}"
         )
     served = {rt for c in cells for rt in serving(c)} | {rt.name for rt in runtimes_for("onnx", True)}
-    fp32_val = {
-        rt: validation_predictions(ws, fp32_for(ws, rt, model), rt, model, val, pool.split) for rt in sorted(served)
-    }
+    fp32_val, unserved = {}, {}
+    for name in sorted(served):
+        try:
+            fp32_val[name] = validation_predictions(ws, fp32_for(ws, name, model), name, model, val, pool.split)
+        except EvaluationFailed as exc:  # no candidate on this runtime can be compared: each is a failed one
+            unserved[name] = f"FP32 {exc}"
     fp32_acc = {rt: float((p == val_labels).mean()) for rt, p in fp32_val.items()}
     say(f"validation: {len(val)} {pool.split} images; FP32 " + ", ".join(f"{k} {v:.2%}" for k, v in fp32_acc.items()))
 
@@ -456,10 +486,19 @@ def tune(
             f"--cells {' '.join(patterns)}: every cell it matches is a known accuracy failure; choose others"
         )
     rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []  # candidates a runtime could not load or score: results, not candidates
     stopped = None
 
-    def evaluate(cand: Candidate) -> dict[str, Any]:
-        pred = validation_predictions(ws, cand.path, cand.runtime, model, val, pool.split)
+    def evaluate(cand: Candidate) -> dict[str, Any] | None:
+        try:
+            if cand.runtime in unserved:
+                raise EvaluationFailed(Outcome.FAILED_TO_LOAD, unserved[cand.runtime])
+            pred = validation_predictions(ws, cand.path, cand.runtime, model, val, pool.split)
+        except EvaluationFailed as exc:
+            failed.append({"candidate": cand.name, "cell": cand.cell.id, "runtime": cand.runtime,
+                           "outcome": str(exc.outcome), "reason": exc.reason})  # fmt: skip
+            say(f"[-] {cand.name}: {exc}")
+            return None
         acc = float((pred == val_labels).mean())
         row = {
             "candidate": cand.name,
@@ -529,7 +568,7 @@ def tune(
                 break
             layers = tuple(ranked[:k])
             row = evaluate(Candidate(base_cell, runtime, mixed_precision(ws, base_cell, layers), layers))
-            if row["validation_drop_points"] <= max_drop:
+            if row is None or row["validation_drop_points"] <= max_drop:
                 break
 
     # NNCF's accuracy control on the same images and drop, for comparison (never a candidate: it would be
@@ -537,7 +576,14 @@ def tune(
     nncf_ac, nncf_seconds = nncf_accuracy_control(ws, model, val, max_drop, pool.split)
     nncf_rows: list[dict[str, Any]] = []
     for rt in runtimes_for("onnx", True):
-        pred = validation_predictions(ws, nncf_ac, rt.name, model, val, pool.split)
+        try:
+            if rt.name in unserved:
+                raise EvaluationFailed(Outcome.FAILED_TO_LOAD, unserved[rt.name])
+            pred = validation_predictions(ws, nncf_ac, rt.name, model, val, pool.split)
+        except EvaluationFailed as exc:
+            failed.append({"candidate": f"nncf accuracy control on {rt.name}", "cell": f"{model}-nncf-accuracy-control",
+                           "runtime": rt.name, "outcome": str(exc.outcome), "reason": exc.reason})  # fmt: skip
+            continue
         acc = float((pred == val_labels).mean())
         nncf_rows.append(
             {
@@ -562,15 +608,24 @@ def tune(
     )[:3]
     timed += nncf_rows
     x = np.ascontiguousarray(source.images[val[:SPEED_BATCH]], dtype=get_model(model).input_dtype)
-    fns = {"fp32 on onnxruntime": runner(Deployment("onnxruntime", "fp32", fp32), 1, SPEED_BATCH)}
-    for r in timed:
-        fns[r["candidate"]] = runner(Deployment(r["runtime"], r["cell"], Path(r["artifact"])), 1, SPEED_BATCH)
+    floats = float_deployments(ws, fp32, model, val, val_labels, fp32_acc["onnxruntime"], max_drop, pool.split)
+    fns = {name: runner(Deployment(rt, "fp32", fp32), 1, SPEED_BATCH) for name, rt in floats.items()}
+    for r in list(timed):
+        try:
+            fns[r["candidate"]] = runner(Deployment(r["runtime"], r["cell"], Path(r["artifact"])), 1, SPEED_BATCH)
+        except Exception as exc:  # the runtime cannot deploy it at the timed batch: a result, the rest go on
+            timed.remove(r)
+            failed.append({**{k: r[k] for k in ("candidate", "cell", "runtime")}, "outcome": "failed to load",
+                           "reason": reason_of(exc.__cause__ or exc)})  # fmt: skip
+            r["deployment_failed"] = failed[-1]["reason"]  # never chosen: it cannot be served
     timer = PairedTimer({k: functools.partial(f, x) for k, f in fns.items()})
     say(f"timing {len(timed)} candidates against ORT FP32, batch {SPEED_BATCH}, 1 thread, {SPEED_ROUNDS} rounds")
     for _ in range(SPEED_ROUNDS):
         timer.round()
+    best_float = min(floats, key=timer.median_seconds)
     for r in timed:
         r["vs_ort_fp32"] = timer.speedup(r["candidate"], over="fp32 on onnxruntime")
+        r["vs_best_float"] = timer.speedup(r["candidate"], over=best_float)
         r["images_per_s"] = SPEED_BATCH / timer.median_seconds(r["candidate"])
 
     chosen = choose(rows, max_drop, objective)
@@ -594,8 +649,18 @@ def tune(
         "fp32_validation_accuracy": fp32_acc,
         "candidates": rows,
         "pareto": [r["candidate"] for r in pareto(rows)],
+        "failed_candidates": failed,
+        "best_float": {
+            "deployment": best_float,
+            "vs_ort_fp32": timer.speedup(best_float, over="fp32 on onnxruntime"),
+            "images_per_s": SPEED_BATCH / timer.median_seconds(best_float),
+        },
         "stopped": stopped,
     }
+    if not rows or not nncf_rows:
+        raise EvaluationFailed(
+            Outcome.FAILED_TO_LOAD, "no candidate could be scored: " + "; ".join(f["reason"] for f in failed[:3])
+        )
     best = chosen or min(rows, key=lambda r: r["validation_drop_points"])
     test = ws.split("test")  # the first and only time the test labels are read
     best_fp32 = fp32_for(ws, best["runtime"], model)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ptq_core.output import finite
 from ptq_core.tune import SPEED_BATCH
 
 
@@ -21,11 +22,11 @@ def write(result: dict[str, Any], out: Path) -> list[Path]:
 
     def fill(folder: Path) -> None:
         shutil.copyfile(pick["artifact"], folder / names[0])
-        (folder / "tune.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        (folder / "tune.json").write_text(json.dumps(finite(result), indent=1, sort_keys=True, allow_nan=False))
         (folder / "tune.md").write_text(markdown(result))
         plot(result, folder / "tune.png")
 
-    write_folder(out, "tune.json", fill)
+    write_folder(out, "tune", fill)
     return [out / name for name in names]
 
 
@@ -64,6 +65,28 @@ def markdown(result: dict[str, Any]) -> str:
         f"{nncf['tune_seconds']:.0f} s |",
         "",
     ]
+    if result.get("best_float"):
+        flt = result["best_float"]
+        ratio = pick.get("vs_best_float")
+        worth = (
+            ""
+            if ratio is None or ratio >= 1.1
+            else (
+                " **8-bit is not worth it here**: the float deployment needs no calibration and is "
+                + ("faster." if ratio < 1.0 else "within 10 %.")
+            )
+        )
+        lines += [
+            f"Against the fastest float deployment on this machine, {flt['deployment']} ({flt['vs_ort_fp32']:.2f}x ORT "
+            f"FP32; OpenVINO's default precision is bf16 where the CPU has it): the chosen model runs at "
+            + (f"{ratio:.2f}x." if ratio is not None else "an untimed speed.")
+            + worth,
+            "",
+        ]
+    if result.get("failed_candidates"):
+        lines += [f"{len(result['failed_candidates'])} candidates failed (a runtime could not load or score them):", ""]
+        lines += [f"- {f['candidate']}: {f['outcome']}: {f['reason']}" for f in result["failed_candidates"]]
+        lines += [""]
     if "head_to_head" in result:
         duel = result["head_to_head"]
         lines += [

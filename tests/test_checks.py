@@ -10,6 +10,7 @@ import pytest
 
 from ptq_core import checks
 from ptq_core.checks import Subject, pytest_params
+from ptq_core.evaluation import Outcome
 from ptq_core.matrix import Cell
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,13 @@ def test_size_ratio(subject: Subject, context) -> None:
 @pytest.mark.parametrize("subject", pytest_params(checks.check_accuracy_vs_fp32))
 def test_accuracy_vs_fp32(subject: Subject, context, record_property) -> None:
     ctx = context(subject)
-    record_property(f"accuracy@{subject.runtime}", ctx.result().accuracy)
-    record_property(f"fp32@{subject.runtime}", ctx.result(fp32=True).accuracy)
+    try:
+        record_property(f"accuracy@{subject.runtime}", ctx.result().accuracy)
+        record_property(f"fp32@{subject.runtime}", ctx.result(fp32=True).accuracy)
+    except checks.CheckFailed as exc:  # the runtime failed the evaluation: the matrix says how
+        outcome = next((o for o in Outcome if f": {o}: " in str(exc) or f"FP32 {o}: " in str(exc)), "failed")
+        record_property(f"outcome@{subject.runtime}", str(outcome))
+        raise
     checks.check_accuracy_vs_fp32(ctx)
 
 

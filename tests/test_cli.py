@@ -59,7 +59,7 @@ def test_model_that_is_not_a_model_exits_2(tmp_path, capsys, ws) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--model", str(bogus), "--cifar10-dir", str(ws.cifar10_dir)])
     assert exit_info.value.code == 2
-    assert "is not a loadable ONNX model" in capsys.readouterr().err
+    assert f"--model {bogus} failed to load: onnxruntime: InvalidProtobuf" in capsys.readouterr().err
 
 
 @pytest.mark.e2e
