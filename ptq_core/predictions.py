@@ -1,8 +1,8 @@
 """Per-image predictions on the test split, cached like artifacts: once across workers and runs.
 
-The key is the model file's digest, the runtime, the test data's digest, the evaluation code and the
-versions of the runtime's libraries: a rebuilt model, changed preprocessing or an upgraded runtime is
-evaluated again, and nothing else is.
+The key is the model file's digest, the runtime, the test data's digest, the evaluation code, the
+versions of the runtime's libraries and the CPU capability that picks its kernels: a rebuilt model,
+changed preprocessing, an upgraded runtime or another CPU is evaluated again, and nothing else is.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ptq_core import cache, sources
 from ptq_core.eval import EvalResult, predict_scores, score
 from ptq_core.formats import format_of
 from ptq_core.models import DEFAULT_MODEL, get_model
+from ptq_core.platform import cpu_capability
 from ptq_core.runtimes import get_runtime, runtimes_for
 from ptq_core.workspace import ArtifactStore
 
@@ -34,6 +35,7 @@ def predictions_on_test(
         "data_sha256": ws.data_sha256("test"),
         "code": cache.code_digest(EVAL_MODULES),
         "versions": cache.library_versions(rt.libraries),
+        "cpu": cpu_capability(),  # the int8 and bf16 kernels a runtime picks: AMX and VNNI flip different images
         "model": artifact.name,
     }
 
