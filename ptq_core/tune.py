@@ -33,7 +33,8 @@ from ptq_core.checks import known_failure
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.matrix import CELLS, Cell
-from ptq_core.models import DEFAULT_MODEL
+from ptq_core.models import DEFAULT_MODEL, get_model
+from ptq_core.platform import cpu_capability
 from ptq_core.runtimes import runtimes_for
 
 VALIDATION_SIZE, VALIDATION_SEED = 5000, 1
@@ -168,12 +169,14 @@ def validation_predictions(
             ("eval", "runtimes", "models", "tune", *(("deploy", "speed") if runtime == INDUCTOR else ()))
         ),
         "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
+        "cpu": cpu_capability(),  # the kernels a runtime picks: AMX and VNNI flip different images
     }
     images = ws.split(pool).images[indices]
 
     def build(tmp: Path) -> None:
+        classes = np.min_scalar_type(max(get_model(model).num_classes - 1, 0))  # uint8 would wrap past 256
         with open(tmp, "wb") as f:
-            np.save(f, _predict(path, runtime, images, model).astype(np.uint8))
+            np.save(f, _predict(path, runtime, images, model).astype(classes))
 
     out = ws.models_dir / TUNE_DIR / "predictions" / f"{path.name}.{runtime}.{digest(indices)[:12]}.npy"
     return np.load(cache.build_once(out, key, build)).astype(np.int64)
