@@ -192,7 +192,7 @@ def check_size_ratio(ctx: Context) -> None:
 def check_accuracy_vs_fp32(ctx: Context) -> None:
     """Top-1 accuracy within 3 points (``ptq run --max-drop``) of the FP32 model measured on the same runtime."""
     result, fp32 = ctx.result(), ctx.result(fp32=True)
-    drop = (fp32.accuracy - result.accuracy) * 100
+    drop = (fp32.correct * result.total - result.correct * fp32.total) * 100 / (fp32.total * result.total)
     if drop > ctx.max_drop:
         _fail(
             ctx,
