@@ -74,7 +74,9 @@ class ArtifactStore:
             "fp32_sha256": sources.file_digest(fp32),
             "calibration": asdict(calib.config),
             "calibration_sha256": calib.sha256,
-            "code": cache.code_digest([f"backends/{backend.name}", "backends/__init__", "calibration"]),
+            "code": cache.code_digest(
+                [f"backends/{backend.name}", "backends/__init__", "calibration", "workspace", "cache"]
+            ),
             "versions": cache.library_versions((*FORMATS[backend.source].libraries, *backend.libraries)),
         }
 
