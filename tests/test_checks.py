@@ -85,6 +85,6 @@ def test_every_check_has_a_test() -> None:
 def test_run_checks_outside_pytest_agrees_with_the_known_failures(cell: Cell, context) -> None:
     """``run_checks`` (what a user calls on their own artifacts) fails exactly the checks known to fail."""
     outcomes = list(checks.run_checks(lambda c: context(Subject(c)), (cell,)))
-    assert len(outcomes) == sum(len(list(checks.subjects(c, (cell,)))) for c in checks.CHECKS)
+    assert len(outcomes) == {"nncf": 12, "onnxruntime": 13}[cell.backend]  # 6 + ORT's calibrator; 3 x 2 runtimes
     unexpected = [(o.subject.id, o.check, o.message) for o in outcomes if o.passed == bool(o.expected_failure)]
     assert not unexpected

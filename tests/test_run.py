@@ -137,14 +137,25 @@ def test_run_on_a_user_model_writes_the_report_schema_with_8bit_artifacts(defaul
 
 
 @pytest.mark.e2e
-def test_calibrating_from_the_scored_images_is_said_and_held_out_accuracy_given(default_run) -> None:
+def test_calibrating_from_the_scored_images_is_said_and_held_out_accuracy_given(default_run, user_files) -> None:
+    import hashlib
+
+    from ptq_core.calibration import stratified_indices
+    from ptq_core.runtimes import onnxruntime_session
+
     _, _, out = default_run
     results = json.loads((out / "results.json").read_text())
     assert results["calibration"]["split"] == "data"
     text = (out / "results.md").read_text()
     assert "these images also score the model" in text and "| held-out |" in text
-    held_out = results["fp32"]["heldout_accuracy"]
-    assert held_out != results["fp32"]["accuracy"]  # 200 of the 10,000 images left out
+    data = np.load(user_files["data"])
+    calibrated = stratified_indices(data["labels"], 200, 42)  # --samples 200, seed 42: the images it recorded
+    assert hashlib.sha256(calibrated.tobytes()).hexdigest() == results["calibration"]["indices_sha256"]
+    session = onnxruntime_session(user_files["onnx"])
+    scores = session.run(None, {session.get_inputs()[0].name: data["images"][calibrated]})[0]
+    right = int((scores.argmax(axis=1) == data["labels"][calibrated]).sum())
+    # FP32's accuracy on the 9,800 images that did not calibrate: its correct answers less those on the 200
+    assert results["fp32"]["heldout_accuracy"] == (results["fp32"]["correct"] - right) / 9_800
 
 
 @pytest.mark.e2e
