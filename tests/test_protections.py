@@ -115,13 +115,10 @@ def test_a_batch_that_names_a_global_by_its_python_2_name_is_refused(tmp_path, m
 ARTIFACT_LIBRARIES = {
     "onnxruntime": ("python", "numpy", "torch", "onnxscript", "onnx", "onnxruntime"),
     "pytorch": ("python", "numpy", "torch", "torchao"),
-    "nncf": ("python", "numpy", "torch", "onnxscript", "onnx", "nncf"),
+    # nncf.quantize on an ONNX model collects its statistics by running the FP32 model in ONNX Runtime
+    # (nncf/onnx/engine.py)
+    "nncf": ("python", "numpy", "torch", "onnxscript", "onnx", "nncf", "onnxruntime"),
 }
-NNCF_RUNS_ORT = pytest.mark.xfail(
-    strict=True,
-    reason="nncf.quantize on an ONNX model collects its statistics by running the FP32 model in ONNX Runtime "
-    "(nncf/onnx/engine.py), yet the nncf backend declares libraries=('nncf',)",
-)
 # the modules whose code decides an artifact: the backend's, the calibration set's and the key's own
 ARTIFACT_CODE = ("workspace", "cache", "calibration", "backends/__init__")
 
@@ -183,8 +180,7 @@ def new_release(monkeypatch, library: str) -> None:
 
 @pytest.mark.parametrize(
     ("backend", "library"),
-    [(b, lib) for b, libs in ARTIFACT_LIBRARIES.items() for lib in libs]
-    + [pytest.param("nncf", "onnxruntime", marks=NNCF_RUNS_ORT)],
+    [(b, lib) for b, libs in ARTIFACT_LIBRARIES.items() for lib in libs],
 )
 def test_a_new_release_of_a_library_that_builds_an_artifact_rebuilds_it(store, backend, library, monkeypatch) -> None:
     ws, built = store

@@ -26,7 +26,7 @@ BACKEND = Backend(
     },
     calibrators=("fast_bias_correction", "no_bias_correction"),
     granularities=("per_channel",),  # NNCF quantizes conv/linear weights per output channel
-    libraries=("nncf",),
+    libraries=("nncf", "onnxruntime"),  # nncf.quantize collects an ONNX model's statistics by running ONNX Runtime
     min_file_ratio=3.0,  # the same QDQ layout as onnxruntime's: see ptq_core/backends/onnxruntime.py
     twin=lambda cell: cell.replace(backend="onnxruntime", dtype="u8s8", calibrator="minmax"),
 )
