@@ -3,7 +3,8 @@
 Next to each artifact ``X`` lie ``X.key.json`` (the key it was built under and its sha256) and
 ``X.lock``. An artifact is reused only when the recorded key equals the wanted one and the file still
 has the recorded digest. A build writes a temporary file, renames it into place, and only then
-records the key, so an interrupted build leaves nothing a later run would use.
+records the key, so an interrupted build leaves nothing a later run would use; what a killed build left
+(``.X.PID.tmp`` files, ONNX Runtime's work folders) is removed once its PID is no longer alive.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +30,58 @@ from ptq_core.sources import file_digest
 
 BUILD_LOG = "builds.log"
 PACKAGE = Path(__file__).parent
+# how the suite's models folder is chosen; a folder named with name_folder (ptq run's --cache) says its own
+DEFAULT_OPTION = "--models-dir DIR or PTQ_MODELS_DIR"
+_FOLDER_OPTIONS: dict[Path, str] = {}
+TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")  # .NAME.PID.tmp: a build's file, or a work folder (backends)
+
+
+def name_folder(folder: Path | str, option: str) -> None:
+    """Errors about writing under ``folder`` tell the user to change ``option`` (e.g. "--cache DIR"), the
+    option of the command that chose it, instead of the suite's --models-dir / PTQ_MODELS_DIR."""
+    _FOLDER_OPTIONS[Path(os.path.abspath(folder))] = option
+
+
+def _option_for(path: Path) -> str:
+    path = Path(os.path.abspath(path))
+    chosen = [f for f in _FOLDER_OPTIONS if path.is_relative_to(f)]
+    return _FOLDER_OPTIONS[max(chosen, key=lambda f: len(f.parts))] if chosen else DEFAULT_OPTION
+
+
+def remove_stale_temporaries(folder: Path, name: str = "") -> None:
+    """Remove the ``.NAME.PID.tmp`` files and folders under ``folder`` (only those of ``name`` when given, and
+    then only at its level) whose process is no longer alive: what a run killed while building left."""
+    try:
+        found = (
+            list(folder.rglob(".*.tmp"))
+            if not name
+            else [p for p in folder.iterdir() if p.name.startswith(f".{name}.")]
+        )
+    except OSError:
+        return
+    for path in found:
+        match = TEMPORARY.fullmatch(path.name)
+        if not match or int(match[1]) == os.getpid() or _running(int(match[1])):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a running process: a zombie (a killed worker its new parent has not reaped yet) is not."""
+    from ptq_core.output import _alive
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _alive(pid)
+    except (OSError, IndexError):
+        return _alive(pid)
 
 
 class StaleArtifactWarning(UserWarning):
@@ -81,8 +136,8 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
         lock.acquire()
     except OSError as exc:
         raise PTQError(
-            f"cannot write to {path.parent} ({exc.strerror or exc}): make it writable, or point "
-            "PTQ_MODELS_DIR at a writable folder"
+            f"cannot write to {path.parent} ({exc.strerror or exc}): make it writable, or choose a writable folder "
+            f"with {_option_for(path)}"
         ) from exc
     try:
         record = _read_sidecar(path)
@@ -95,6 +150,7 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
                 stacklevel=2,
             )
         _sidecar(path).unlink(missing_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             build(tmp)
@@ -104,7 +160,7 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
         except OSError as exc:
             raise PTQError(
                 f"building {path} failed: {exc}. Check that {path.parent} is writable and has "
-                "free space (or set PTQ_MODELS_DIR)"
+                f"free space, or choose another folder with {_option_for(path)}"
             ) from exc
         finally:
             tmp.unlink(missing_ok=True)

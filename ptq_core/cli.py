@@ -96,6 +96,9 @@ def _minutes(text: str) -> float:
 SEED = _whole_number("--seed", 0, "a calibration sampling seed >= 0 (e.g. 42)")
 
 
+OUTPUT_HELP = "the model's output that holds the (N, classes) scores (default: its first output)"
+
+
 def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cifar10-dir", metavar="DIR", help="the cifar-10-batches-py folder")
     parser.add_argument("--resnet8-h5", metavar="FILE", help="pretrainedResnet.h5 (MLPerf Tiny ResNet8)")
@@ -252,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --onnx: labelled `images` and `labels`; 200 stratified calibrate, the others validate",
     )
     tune.add_argument("--cache", type=Path, metavar="DIR", help="with --onnx: build cache (default as ptq run's)")
+    tune.add_argument("--output", metavar="NAME", help="with --onnx: " + OUTPUT_HELP)
     _source_args(tune)
 
     run = sub.add_parser(
@@ -316,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where built models and predictions are kept (default $PTQ_CACHE_DIR/run, ~/.cache/ptq-suite/run)",
     )
+    run.add_argument("--output", metavar="NAME", help=OUTPUT_HELP)
 
     compare = sub.add_parser(
         "compare",
@@ -496,8 +501,8 @@ def _tune(args: argparse.Namespace) -> int:
     inputs = {"--onnx": args.onnx, "--data": args.data, "--calibration": args.calibration, "--cache": args.cache}
     check_replaceable(args.out, "tune", keep={**inputs, "--models-dir": args.models_dir})  # before the search
     if args.onnx is None:
-        if args.data or args.calibration:
-            raise PTQError("--data and --calibration go with --onnx MODEL.onnx (your classifier)")
+        if args.data or args.calibration or args.output:
+            raise PTQError("--data, --calibration and --output go with --onnx MODEL.onnx (your classifier)")
         ws, model = _workspace(args), args.model
     else:
         if args.data is None or args.calibration is None:
@@ -507,7 +512,7 @@ def _tune(args: argparse.Namespace) -> int:
             )
         from ptq_core.run import RunInputs
 
-        ws = RunInputs(args.onnx, args.data, args.calibration, cache_dir=args.cache).open()
+        ws = RunInputs(args.onnx, args.data, args.calibration, cache_dir=args.cache, output=args.output).open()
         model = ws.model.name
     result = tune.tune(
         ws,
@@ -530,7 +535,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ptq_core.run import RunInputs, failures, run, summary
 
-    inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache)
+    inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache, args.output)
     results, outcomes = run(inputs, args.out, args.max_drop, args.jobs, tuple(args.cells))
     print("\n".join(summary(results, outcomes)))
     print(f"report: {args.out / 'results.md'}")

@@ -44,6 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="only cells matching the pattern, e.g. 'onnxruntime-u8s8-*' (repeatable; default: all)",
     )
     group.addoption("--ptq-cache", metavar="DIR", help="where built models are kept (default as `ptq run`)")
+    group.addoption(
+        "--ptq-output",
+        metavar="NAME",
+        help="the output that holds the (N, classes) scores (default: the model's first)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
         Path(data).resolve(),
         Path(calibration).resolve() if calibration else None,
         cache_dir=Path(cache).resolve() if cache else None,
+        output=config.getoption("ptq_output"),
+        option_prefix="--ptq-",
     )
     try:
         cells = user_cells(inputs.open(), tuple(config.getoption("ptq_cells")))

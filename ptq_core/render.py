@@ -28,6 +28,11 @@ def _verdict(r: dict[str, Any]) -> str:
     return "within noise" if r["mcnemar_p"] >= 0.05 else "better (significant)"
 
 
+def size_change(ratio: float) -> str:
+    """An FP32-over-quantized file size ratio in words: "3.10x smaller", or "1.25x larger" below 1."""
+    return f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger" if ratio > 0 else f"{ratio:.2f}x"
+
+
 def _pct(value: float | None) -> str:
     """An accuracy, or n/a where there is none (no image held out of calibration: null in results.json)."""
     return "n/a" if value is None or value != value else f"{value:.2%}"
@@ -90,7 +95,7 @@ def markdown(results: dict[str, Any]) -> str:
         + f"; by runtime: {fp32_on}. Calibration: {calibrated}",
         "",
         f"Best cell: **{best['cell']}** at {best['accuracy']:.2%} ({best['delta_points']:+.2f} points), "
-        f"{best['file_ratio']:.2f}x smaller file."
+        f"{size_change(best['file_ratio'])} file."
         if best
         else f"Best cell: none passes (every cell falls more than {_max_drop(results):g} points).",
         "",

@@ -12,7 +12,9 @@ import functools
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -46,6 +48,8 @@ class RunInputs:
     samples: int = DEFAULT_SAMPLES
     seed: int = 42
     cache_dir: Path | None = None
+    output: str | None = None  # the model's output that holds the scores (default: its first)
+    option_prefix: str = "--"  # how messages spell the options: "--ptq-" for the pytest plugin
 
     def open(self) -> UserStore:
         return _open(self)
@@ -53,7 +57,16 @@ class RunInputs:
 
 @functools.cache
 def _open(inputs: RunInputs) -> UserStore:
-    return UserStore.open(inputs.onnx, inputs.data, inputs.calibration, inputs.samples, inputs.seed, inputs.cache_dir)
+    return UserStore.open(
+        inputs.onnx,
+        inputs.data,
+        inputs.calibration,
+        inputs.samples,
+        inputs.seed,
+        inputs.cache_dir,
+        inputs.output,
+        inputs.option_prefix,
+    )
 
 
 def user_cells(store: UserStore, patterns: tuple[str, ...] = ()) -> tuple[Cell, ...]:
@@ -98,6 +111,38 @@ def _build_in_worker(inputs: RunInputs, cell: Cell) -> tuple[str, float]:
     return cell.id, time.perf_counter() - start
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """A build worker's initializer: the kernel sends it SIGTERM when the process that started it dies, killed
+    by SIGKILL or SIGTERM, so an interrupted ``ptq run --jobs N`` leaves no worker building on as an orphan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Terminated(SystemExit):
+    """SIGTERM while the workers build: the parent stops them and exits 128 + 15, as a process killed by it."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated(128 + signum)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now, mid-build: ``shutdown`` alone would wait for the cells they are building."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(5)
+
+
 def build(
     inputs: RunInputs, cells: tuple[Cell, ...], jobs: int, say: Callable[[str], None]
 ) -> tuple[tuple[Cell, ...], dict[str, str]]:
@@ -124,8 +169,14 @@ def build(
                 continue
             say(f"[{i:{width}}/{len(cells)}] built {cell.id} ({time.perf_counter() - start:.1f} s)")
     else:
-        # spawn, not fork: the parent has onnxruntime's and OpenVINO's thread pools running
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        # spawn, not fork: the parent has onnxruntime's and OpenVINO's thread pools running. The workers die with
+        # the parent (SIGKILL, SIGTERM); a SIGTERM, Ctrl-C or an error that ends the run stops them at once.
+        pool = ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+        )
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+        try:
             futures = {pool.submit(_build_in_worker, inputs, cell): cell for cell in cells}
             for i, future in enumerate(as_completed(futures), 1):
                 try:
@@ -134,6 +185,13 @@ def build(
                     failure(i, futures[future], exc)
                     continue
                 say(f"[{i:{width}}/{len(cells)}] built {cell_id} ({seconds:.1f} s)")
+        except BaseException:
+            _stop(pool)
+            raise
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        pool.shutdown()
     return tuple(c for c in cells if c.id not in failed), failed
 
 

@@ -441,8 +441,15 @@ def tune(
     if objective not in ("speed", "size"):
         raise PTQError(f"--objective {objective!r}: choose speed or size")
     max_drop = max_drop_points(max_drop)  # the one validator of --max-drop, --ptq-max-drop and max_drop
-    for n in calibration_samples:
-        if not 10 <= n <= 10_000:
+    from ptq_core.user import UserStore
+
+    for n in calibration_samples:  # of a user's labelled --calibration file (pool_of refuses one without labels)
+        if isinstance(ws, UserStore) and ws.pool is not None and n < (classes := len(np.unique(ws.pool.labels))):
+            raise PTQError(
+                f"--calibration-samples {n}: give at least {classes}, one image of each of the {classes} classes of "
+                f"--calibration {ws.calibration_file} (it holds {len(ws.pool)} images; more takes them all)"
+            )
+        if not isinstance(ws, UserStore) and not 10 <= n <= 10_000:  # CIFAR-10's train split
             raise PTQError(f"--calibration-samples {n}: give between 10 (one image per class) and 10000 train images")
     start = time.perf_counter()
     deadline = start + budget_minutes * 60 if budget_minutes else None

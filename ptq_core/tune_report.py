@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ptq_core.output import finite
+from ptq_core.render import size_change
 from ptq_core.tune import SPEED_BATCH
 
 
@@ -49,7 +50,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{pick['test_fp32_accuracy']:.2%} on {pick['runtime']}; McNemar p {pick['test_mcnemar_p']:.3g} "
         f"({pick['test_mcnemar_fp32_only']} images only FP32 gets right, "
         f"{pick['test_mcnemar_candidate_only']} only the chosen model)",
-        f"- {speed} ORT FP32 at batch {SPEED_BATCH} (1 thread), {pick['size_ratio']:.2f}x smaller file; the search "
+        f"- {speed} ORT FP32 at batch {SPEED_BATCH} (1 thread), {size_change(pick['size_ratio'])} file; the search "
         f"took {result['wall_seconds']:.0f} s" + (" (stopped by --budget)" if result["stopped"] else ""),
         "",
         "Side by side with NNCF's `quantize_with_accuracy_control` (same calibration and validation images, same "
@@ -58,10 +59,10 @@ def markdown(result: dict[str, Any]) -> str:
         "| | validation Δ pts | test accuracy | McNemar p | vs ORT FP32 | file size | time to tune |",
         "|---|---|---|---|---|---|---|",
         f"| ptq tune: {pick['candidate']} | {-pick['validation_drop_points']:+.2f} | {pick['test_accuracy']:.2%} | "
-        f"{pick['test_mcnemar_p']:.3g} | {speed} | {pick['size_ratio']:.2f}x smaller | "
+        f"{pick['test_mcnemar_p']:.3g} | {speed} | {size_change(pick['size_ratio'])} | "
         f"{result['wall_seconds']:.0f} s |",
         f"| NNCF: {nncf['candidate']} | {-nncf['validation_drop_points']:+.2f} | {nncf['test_accuracy']:.2%} | "
-        f"{nncf['test_mcnemar_p']:.3g} | {nncf['vs_ort_fp32']:.2f}x | {nncf['size_ratio']:.2f}x smaller | "
+        f"{nncf['test_mcnemar_p']:.3g} | {nncf['vs_ort_fp32']:.2f}x | {size_change(nncf['size_ratio'])} | "
         f"{nncf['tune_seconds']:.0f} s |",
         "",
     ]

@@ -3,8 +3,11 @@
 ``UserStore.open`` reads ``MODEL.onnx``, ``DATA.npz`` (``images``, ``labels``) and optionally
 ``CALIB.npz`` (``images``, ``labels`` optional), and rejects what the suite cannot score with a
 :class:`PTQError` that names the thing and the fix. Nothing about the model is assumed: its input's
-shape, layout, dtype and range are whatever the file and the images say. The store then quantizes and
-scores the model like any registered one (``ptq_core.workspace.ArtifactStore``).
+shape, layout, dtype and range are whatever the file and the images say; its scores are the output
+``--output`` names (default: its first). Before any cell is built the FP32 model answers a batch of one
+and a batch of scoring's size, and is scored on ``--data`` (the predictions every later step reuses):
+scores that are not finite, or an accuracy no better than chance, stop there as bad input. The store then
+quantizes and scores the model like any registered one (``ptq_core.workspace.ArtifactStore``).
 """
 
 from __future__ import annotations
@@ -87,6 +90,88 @@ def read_onnx(path: Path) -> tuple[InputSpec, str, Any]:
             "(N, ...) with a dynamic batch dimension N"
         )
     return spec, proto.graph.output[0].name, proto
+
+
+def _describe_output(value: Any) -> str:
+    """``'logits' (N, 10)``, or ``'seq' (a sequence)`` for what is not a tensor."""
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return f"{value.name!r} (a {str(kind or 'value of no type').removesuffix('_type')})"
+    shape = value.type.tensor_type.shape
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
+    return f"{value.name!r} ({', '.join(dims)})" if value.type.tensor_type.HasField("shape") else repr(value.name)
+
+
+def other_outputs(proto: Any, output: str, prefix: str = "--") -> str:
+    """How to read the scores from another of the model's outputs (named, with their declared shapes)."""
+    others = [_describe_output(o) for o in proto.graph.output if o.name != output]
+    if not others:
+        return f"the model has no other output for {prefix}output NAME to read"
+    return f"pass {prefix}output NAME to read the scores from another of its outputs: {', '.join(others)}"
+
+
+def select_output(path: Path, proto: Any, output: str | None, prefix: str = "--") -> str:
+    """The output that holds the (N, classes) scores: ``output`` when given, else the first; a tensor."""
+    outputs = {o.name: o for o in proto.graph.output}
+    if output is not None and output not in outputs:
+        raise PTQError(
+            f"{prefix}output {output!r}: {path} has no such output; its outputs are "
+            f"{', '.join(_describe_output(o) for o in proto.graph.output)}: name the one that holds the "
+            "(N, classes) scores"
+        )
+    name = output if output is not None else proto.graph.output[0].name
+    value = outputs[name]
+    if value.type.WhichOneof("value") != "tensor_type":
+        raise PTQError(
+            f"--onnx {path}: output {_describe_output(value)} is not a tensor: ptq run reads (N, classes) scores "
+            f"from one tensor output. Export the model so that it returns the scores tensor itself, not a list, tuple "
+            f"or dict of them ({other_outputs(proto, name, prefix)})"
+        )
+    return name
+
+
+def _tensors(graph: Any, where: str = "") -> Any:
+    """Every initializer and Constant node value of ``graph`` and its subgraphs: (name, TensorProto)."""
+    import onnx
+
+    for tensor in graph.initializer:
+        yield f"{where}initializer {tensor.name!r}", tensor
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
+                yield f"{where}Constant node {node.name or node.output[0]!r}", attr.t
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                yield from _tensors(sub, f"{where}{node.op_type} {node.name!r}: ")
+
+
+FLOAT_TYPES = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def check_weights(path: Path, proto: Any) -> None:
+    """Every float weight is finite: the quantizers compute 8-bit scales from the weights' ranges (ONNX Runtime
+    asserts "scale issue" on NaN), and a NaN weight makes every FP32 score NaN."""
+    from onnx import numpy_helper
+
+    bad = []
+    for what, tensor in _tensors(proto.graph):
+        if tensor.data_type not in FLOAT_TYPES:
+            continue
+        values = numpy_helper.to_array(tensor)
+        try:
+            finite = np.isfinite(values)
+        except TypeError:  # a float type numpy's ufuncs do not take (bfloat16)
+            finite = np.isfinite(values.astype(np.float32))
+        if not finite.all():
+            nan = int(np.isnan(values.astype(np.float32)).sum())
+            bad.append((what, values.shape, nan, int((~finite).sum()) - nan, int(np.flatnonzero(~finite)[0])))
+    if bad:
+        what, shape, nan, inf, first = bad[0]
+        more = f" (and {len(bad) - 1} more weight tensors)" if len(bad) > 1 else ""
+        raise PTQError(
+            f"--onnx {path}: {what} {tuple(shape)} holds {nan} NaN and {inf} infinite values (the first at flat index "
+            f"{first}){more}: its FP32 scores are not numbers, and a quantizer cannot compute 8-bit scales from it. "
+            "Export the model from a checkpoint whose weights are all finite"
+        )
 
 
 EXPORT_BATCH = "torch.onnx.export(net, (x,), path, dynamic_shapes=({0: torch.export.Dim('batch')},))"
@@ -198,26 +283,52 @@ def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
         )
 
 
-def num_classes_of(path: Path, spec: InputSpec, output: str, images: np.ndarray) -> int:
-    """Run the FP32 model on two images; its first output must be (N, classes) scores."""
+def num_classes_of(path: Path, spec: InputSpec, output: str, images: np.ndarray, prefix: str = "--") -> int:
+    """Run the FP32 model on a batch of two images, of one and of scoring's batch size: ``output`` must be
+    (N, classes) scores at every batch size the suite runs (an inner Reshape fixed to the export batch
+    size answers the first batch and fails later, inside calibration or scoring)."""
+    import onnxruntime as ort
+
+    from ptq_core.eval import BATCH_SIZE
+    from ptq_core.evaluation import reason_of
     from ptq_core.runtimes import onnxruntime_session
 
-    batch = images[:2]
-    try:
-        scores = onnxruntime_session(path, 1).run([output], {spec.name: batch})[0]
-    except PTQError:
-        raise
-    except Exception as exc:  # onnxruntime's own error types
-        raise PTQError(
-            f"--onnx {path} fails on the images ({type(exc).__name__}: {str(exc)[:200]}): check that they are "
-            f"what its {spec.describe()} takes"
-        ) from exc
-    if scores.ndim != 2 or scores.shape[0] != len(batch) or scores.shape[1] < 2:
-        raise PTQError(
-            f"--onnx {path}: output {output!r} has shape {scores.shape} for {len(batch)} images; ptq run needs "
-            "(N, classes) scores (logits or probabilities): end the exported graph with the classifier's scores"
-        )
-    return int(scores.shape[1])
+    session = onnxruntime_session(path, 1)
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the failure is the message below, not also ONNX Runtime's log line
+    sizes = list(dict.fromkeys(min(n, len(images)) for n in (2, 1, BATCH_SIZE)))
+    classes = None
+    for size in sizes:
+        batch = images[:size]
+        try:
+            scores = session.run([output], {spec.name: batch}, quiet)[0]
+        except Exception as exc:  # onnxruntime's own error types
+            if size == sizes[0]:
+                raise PTQError(
+                    f"--onnx {path} fails on the images ({reason_of(exc)}): check that they are what its "
+                    f"{spec.describe()} takes"
+                ) from exc
+            raise PTQError(
+                f"--onnx {path} answers a batch of {sizes[0]} images but fails on a batch of {size} "
+                f"({reason_of(exc)}): calibration and scoring run batches of 1 to {BATCH_SIZE} images, so every "
+                "operation must follow the batch dimension: export it with a dynamic batch dimension throughout "
+                f"(a Reshape or Expand fixed to the export's batch size does this), e.g. {EXPORT_BATCH}"
+            ) from exc
+        if not isinstance(scores, np.ndarray) or scores.ndim != 2 or scores.shape[0] != size or scores.shape[1] < 2:
+            shape = scores.shape if isinstance(scores, np.ndarray) else f"a {type(scores).__name__}"
+            raise PTQError(
+                f"--onnx {path}: output {output!r} has shape {shape} for {size} images; ptq run needs "
+                "(N, classes) scores (logits or probabilities): end the exported graph with the classifier's scores, "
+                f"or pass {prefix}output NAME to read them from another output"
+            )
+        if classes is not None and scores.shape[1] != classes:
+            raise PTQError(
+                f"--onnx {path}: output {output!r} has {classes} scores per image for a batch of {sizes[0]} but "
+                f"{scores.shape[1]} for a batch of {size}: export it with a dynamic batch dimension throughout"
+            )
+        classes = int(scores.shape[1])
+    assert classes is not None
+    return classes
 
 
 def _model_name(path: Path) -> str:
@@ -254,6 +365,7 @@ class UserStore(ArtifactStore):
     data_file: Path
     calibration_file: Path | None
     pool: Split | None = None  # the calibration file, when labelled: what ``ptq tune`` calibrates and validates on
+    output: str = ""  # the output that holds the scores: the FP32 copy every backend quantizes has only this one
     digests: dict[str, str] = field(default_factory=dict, compare=False, hash=False)  # data_sha256, once per split
 
     @classmethod
@@ -265,14 +377,20 @@ class UserStore(ArtifactStore):
         samples: int = DEFAULT_SAMPLES,
         seed: int = 42,
         cache_dir: str | Path | None = None,
+        output: str | None = None,
+        option_prefix: str = "--",
     ) -> UserStore:
+        """``output``: the model's output that holds the scores (default: its first); ``option_prefix``: how the
+        caller's options are spelled in messages ("--" for ptq run and tune, "--ptq-" for the pytest plugin)."""
         onnx, data = Path(onnx).resolve(), Path(data).resolve()
-        spec, output, proto = read_onnx(onnx)
+        spec, first, proto = read_onnx(onnx)
+        output = select_output(onnx, proto, output, option_prefix)
+        check_weights(onnx, proto)
         images, labels = read_npz(data, "--data", need_labels=True)
         assert labels is not None
         check_batch(onnx, spec, images)
         check_images(images, spec, f"--data {data}")
-        classes = num_classes_of(onnx, spec, output, images)
+        classes = num_classes_of(onnx, spec, output, images, option_prefix)
         check_labels(labels, classes, f"--data {data}")
         calib_labels: np.ndarray | None = labels
         if calibration is None:
@@ -287,7 +405,9 @@ class UserStore(ArtifactStore):
         source = "--data" if calibration is None else "--calibration"
         calib = _calibration_set(calib_images, calib_labels, CalibrationConfig(samples, seed, split), source)
         sha = hashlib.sha256(proto.SerializeToString()).hexdigest()  # with its external data, if any
+        folder = sha if output == first else hashlib.sha256(f"{sha}\0{output}".encode()).hexdigest()
         name = _model_name(onnx)
+        registered = name not in MODELS
         model = register_model(
             Model(
                 name=name,
@@ -305,10 +425,12 @@ class UserStore(ArtifactStore):
             )
         )
         root = Path(cache_dir) if cache_dir else sources.cache_dir() / RUN_DIR
-        return cls(
+        cache.name_folder(root, f"{option_prefix}cache DIR")  # what a cache error tells the user to change
+        cache.remove_stale_temporaries(root)  # what builds killed in an earlier run left
+        store = cls(
             onnx=onnx,
             onnx_sha256=sha,
-            models_dir=(root / f"{name}-{sha[:12]}").resolve(),
+            models_dir=(root / f"{name}-{folder[:12]}").resolve(),
             model=model,
             data=Split("data", images, labels.astype(np.int64)),
             calib=calib,
@@ -317,7 +439,15 @@ class UserStore(ArtifactStore):
             pool=None
             if calibration is None or calib_labels is None
             else Split("calibration", calib_images, calib_labels.astype(np.int64)),
+            output=output,
         )
+        try:
+            check_fp32_scores(store, proto, option_prefix)
+        except PTQError:
+            if registered:  # a refused model is not left registered: the same file may come back with --output
+                MODELS.pop(name, None)
+            raise
+        return store
 
     def split(self, name: str = "test") -> Split:
         return self.pool if name == "calibration" and self.pool is not None else self.data
@@ -329,8 +459,13 @@ class UserStore(ArtifactStore):
         if fmt != "onnx":
             raise PTQError(f"a user's model is an ONNX file; no backend that needs {fmt} runs on it")
         dest = self.models_dir / f"{self.model.name}.onnx"
-        key = {"artifact": dest.name, "sha256": self.onnx_sha256, "code": cache.code_digest(["user", "formats/onnx"])}
-        return cache.build_once(dest, key, lambda tmp: _normalised_copy(self.onnx, tmp))
+        key = {
+            "artifact": dest.name,
+            "sha256": self.onnx_sha256,
+            "output": self.output,
+            "code": cache.code_digest(["user", "formats/onnx"]),
+        }
+        return cache.build_once(dest, key, lambda tmp: _normalised_copy(self.onnx, tmp, self.output))
 
     def fp32_module(self, model: str = "") -> Any:
         return _no_module(self)
@@ -354,16 +489,81 @@ class UserStore(ArtifactStore):
         return f"{how} images of {self.calibration_file} (seed {c.config.seed}), apart from the scored data."
 
 
-def _normalised_copy(src: Path, dest: Path) -> None:
-    """The model as one self-contained file (external data inlined), without the exporter's provenance:
-    the same computation, which every backend quantizes and every size is measured against."""
+def check_fp32_scores(store: UserStore, proto: Any, prefix: str = "--") -> None:
+    """Score the FP32 model on --data once (cached: ``ptq run`` and ``ptq tune`` reuse these predictions) and
+    refuse what cannot be a classifier's scores for these labels: a score that is not finite, or an accuracy
+    no better than chance. Both mean the wrong output, wrong labels or wrong preprocessing, never a result."""
+    from ptq_core.evaluation import EvaluationFailed
+    from ptq_core.predictions import predictions_on_test
+
+    path, output, classes = store.onnx, store.output, store.model.num_classes
+    read = f"output {output!r} of {path.name} ({classes} scores per image)"
+    other = other_outputs(proto, output, prefix)
+    try:
+        predicted = predictions_on_test(store, store.fp32("onnx"), "onnxruntime", store.model.name)
+    except EvaluationFailed as exc:
+        raise PTQError(
+            f"--onnx {path}: {read} on --data {store.data_file}: {exc.reason}. Fix the model or the images that give "
+            f"them ({other})"
+        ) from exc
+    labels = store.data.labels
+    correct, total = int((predicted == labels).sum()), len(labels)
+    if correct * classes <= total:  # accuracy <= 1 / classes, exactly
+        raise PTQError(
+            f"--onnx {path}: {read} gets {correct} of the {total} --data images right ({correct / total:.2%}), no "
+            f"better than chance for {classes} classes ({1 / classes:.2%}): these are not its scores for these "
+            f"labels ({other}). Check that the labels are the model's class indices and that the images are "
+            "preprocessed as in its training"
+        )
+
+
+def _normalised_copy(src: Path, dest: Path, output: str = "") -> None:
+    """The model as one self-contained file (external data inlined), without the exporter's provenance, and
+    with ``output`` (the scores) its only output: the same computation of the scores, which every backend
+    quantizes, every runtime scores (their first output) and every size is measured against."""
     import onnx
 
     from ptq_core.formats.onnx import strip_provenance
 
     proto = onnx.load(str(src))
     strip_provenance(proto)
+    if output and [o.name for o in proto.graph.output] != [output]:
+        _keep_only_output(proto.graph, output)
     onnx.save(proto, str(dest))
+
+
+def _keep_only_output(graph: Any, output: str) -> None:
+    """Drop the other outputs and every node and initializer only they need (the nodes are in topological
+    order, as onnx.checker requires). A node's subgraphs may read any name of the graph: kept conservatively."""
+    needed, kept = {output}, []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+            needed.update(_names_read_by_subgraphs(node))
+    keep = {
+        "node": kept[::-1],
+        "output": [o for o in graph.output if o.name == output],
+        "initializer": [t for t in graph.initializer if t.name in needed],
+    }
+    for name, items in keep.items():
+        copies = [type(item)() for item in items]
+        for copy, item in zip(copies, items, strict=True):
+            copy.CopyFrom(item)  # before the field they belong to is cleared
+        del getattr(graph, name)[:]
+        getattr(graph, name).extend(copies)
+
+
+def _names_read_by_subgraphs(node: Any) -> set[str]:
+    import onnx
+
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                names.update(inner.input)
+                names.update(_names_read_by_subgraphs(inner))
+    return names
 
 
 def _is_npy(path: Path) -> bool:

@@ -7,19 +7,22 @@ JSON file), and no folder the tool did not write is ever replaced. Tiny models a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from test_run import _data, _tiny_onnx, ptq_run
 
 from ptq_core import cli, output
@@ -41,8 +44,12 @@ def _model(path: Path, graph: onnx.GraphProto) -> Path:
 
 
 def _balanced(path: Path, n: int = 21) -> Path:
-    """``n`` images, as many of each of the tiny model's 3 classes: the default --samples 200 takes all."""
-    return _data(path, np.random.default_rng(1).random((n, 3, 32, 32), dtype=np.float32), np.arange(n) % 3)
+    """``n`` images, as many of each of the tiny model's 3 classes, each brightest in its class's channel (the
+    tiny model, a mean per channel, gets them right: a model at chance is refused): --samples 200 takes all."""
+    labels = np.arange(n) % 3
+    images = np.random.default_rng(1).random((n, 3, 32, 32), dtype=np.float32) * 0.5
+    images[np.arange(n), labels] += 0.5
+    return _data(path, images, labels)
 
 
 def _dead_pid() -> int:
@@ -418,3 +425,386 @@ def test_hostile_input_exits_2_naming_the_option_and_the_fix(case, tmp_path, cap
     for internal in ("allow_pickle", "num_samples", "the split", "Traceback", "fixed batch size of 3"):
         assert internal not in text
     assert not out.exists() and not cache.exists()
+
+
+# 6. the FP32 model's scores, read from the output --output names and checked at open
+
+
+def _classifier(
+    path: Path, classes: int = 3, features: int = 0, nodes: tuple = (), outputs: tuple = (), inits: tuple = ()
+) -> Path:
+    """(N, classes, 8, 8) -> the mean of each channel, `m` (N, classes): the brightest channel is the class.
+    ``features``: a first output of that many ReLU features (the first ``classes`` of them always 0, so its
+    argmax is never a label) before the scores, `logits`. ``nodes``/``outputs``/``inits`` replace the tail."""
+    rng = np.random.default_rng(0)
+    graph_nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0, axes=[2, 3])]
+    graph_outputs, initializers = [], []
+    if features:
+        bias = np.where(np.arange(features) < classes, -100.0, 1.0).astype(np.float32)
+        initializers += [
+            numpy_helper.from_array(rng.normal(0, 0.1, (classes, features)).astype(np.float32), "w_features"),
+            numpy_helper.from_array(bias, "b_features"),
+        ]
+        graph_nodes += [
+            helper.make_node("MatMul", ["m", "w_features"], ["f"]),
+            helper.make_node("Add", ["f", "b_features"], ["fb"]),
+            helper.make_node("Relu", ["fb"], ["features"]),
+        ]
+        graph_outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", features]))
+    if nodes:
+        graph_nodes += nodes
+        graph_outputs += outputs
+        initializers += inits
+    else:
+        graph_nodes.append(helper.make_node("Identity", ["m"], ["logits"]))
+        graph_outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]))
+    graph = helper.make_graph(
+        graph_nodes,
+        path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", classes, 8, 8])],
+        graph_outputs,
+        initializers,
+    )
+    return _model(path, graph)
+
+
+def _images(path: Path, n: int = 21, classes: int = 3, labels: np.ndarray | None = None) -> Path:
+    """``n`` images of ``_classifier``, as many of each class, brightest in their class's channel."""
+    truth = np.arange(n) % classes
+    images = np.random.default_rng(2).random((n, classes, 8, 8), dtype=np.float32) * 0.5
+    images[np.arange(n), truth] += 0.5
+    return _data(path, images, truth if labels is None else labels)
+
+
+def _status(argv: list[object], capsys) -> tuple[int, str]:
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def test_scores_read_from_a_features_output_are_refused_and_output_names_the_scores(tmp_path, capsys) -> None:
+    """The fuzz report's case: a first output of 96 features, the scores second, was scored as "96 classes",
+    FP32 0.00 %, exit 0. It is refused at open, naming the output it read; --output logits reads the scores."""
+    model, data = _classifier(tmp_path / "features_first.onnx", features=96), _images(tmp_path / "x.npz")
+    out, cache = tmp_path / "report", tmp_path / "cache"
+    argv = ["run", "--onnx", model, "--data", data, "--out", out, "--cache", cache, "--cells", CELL]
+    status, text = _status(argv, capsys)
+    assert status == 2, text
+    assert (
+        "output 'features' of features_first.onnx (96 scores per image) gets 0 of the 21 --data images right "
+        "(0.00%), no better than chance for 96 classes (1.04%)" in text
+    )
+    assert "pass --output NAME to read the scores from another of its outputs: 'logits' (N, 3)" in text
+    assert "Traceback" not in text and not out.exists()
+
+    status, text = _status([*argv, "--output", "nope"], capsys)
+    assert status == 2 and "--output 'nope': " in text and "'features' (N, 96), 'logits' (N, 3)" in text, text
+
+    status, text = _status([*argv, "--output", "logits"], capsys)
+    assert status in (0, 1), text
+    results = json.loads((out / "results.json").read_text())
+    assert results["run"]["num_classes"] == 3 and results["fp32"]["accuracy"] == 1.0
+    (row,) = results["cells"]
+    quantized = onnx.load(str(out / row["artifact"]))
+    assert [o.name for o in quantized.graph.output] == ["logits"]  # the features are not quantized, nor scored
+
+
+def test_tune_and_the_plugin_read_the_output_they_are_told(tmp_path, capsys, monkeypatch) -> None:
+    model = _classifier(tmp_path / "features_tuned.onnx", classes=4, features=96)
+    data, calibration = _images(tmp_path / "x.npz", classes=4), _images(tmp_path / "calib.npz", n=60, classes=4)
+    argv = ["tune", "--onnx", model, "--data", data, "--calibration", calibration, "--cache", tmp_path / "cache",
+            "--max-drop", "1", "--out", tmp_path / "tuned"]  # fmt: skip
+    status, text = _status(argv, capsys)
+    assert status == 2 and "output 'features' of features_tuned.onnx (96 scores per image) gets 0 of" in text, text
+    status, text = _status([*argv, "--output", "logits", "--calibration-samples", "0"], capsys)
+    assert status == 2, text  # past the open: refused for its --calibration-samples, in this set's own terms
+    assert "--calibration-samples 0: give at least 4, one image of each of the 4 classes of --calibration" in text
+    assert "(it holds 60 images; more takes them all)" in text and "10000 train images" not in text
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "")
+    model = _classifier(tmp_path / "features_plugin.onnx", classes=4, features=96)  # one name, one model
+    plugin = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--co", "--ptq-onnx", str(model),
+              "--ptq-data", str(data), "--ptq-cache", str(tmp_path / "cache"), "--ptq-cells", CELL]  # fmt: skip
+    assert pytest.main(plugin) == pytest.ExitCode.USAGE_ERROR
+    assert "pass --ptq-output NAME to read the scores from another of its outputs" in capsys.readouterr().err
+    assert pytest.main([*plugin, "--ptq-output", "logits"]) == pytest.ExitCode.OK
+    assert "test_check[" in capsys.readouterr().out
+
+
+def _sqrt_of_means(path: Path) -> Path:
+    nodes = (helper.make_node("Sqrt", ["m"], ["y"]),)
+    return _classifier(path, nodes=nodes, outputs=(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),))
+
+
+def _dark(path: Path) -> Path:
+    """Three images with a negative channel 0: finite images whose square root is not."""
+    _images(path)
+    images, labels = np.load(path)["images"], np.load(path)["labels"]
+    images[[4, 9, 17], 0] = -1.0
+    return _data(path, images, labels)
+
+
+# case: (model file, model maker, data maker, message): a name of its own (a process registers a name once)
+REFUSED_SCORES = {
+    "NaN scores for some images": (
+        "nan_scores.onnx",
+        _sqrt_of_means,
+        _dark,
+        r"output 'y' of nan_scores\.onnx \(3 scores per image\) on --data \S+x\.npz: 3 of 21 images got non-finite "
+        r"scores \(NaN or inf\)\. Fix the model or the images that give them \(the model has no other output for "
+        r"--output NAME to read\)",
+    ),
+    "labels that are not its classes": (
+        "shifted_labels.onnx",
+        _classifier,
+        lambda path: _images(path, labels=(np.arange(21) + 1) % 3),
+        r"output 'logits' of shifted_labels\.onnx \(3 scores per image\) gets 0 of the 21 --data images right "
+        r"\(0\.00%\), no better than chance for 3 classes \(33\.33%\).*Check that the labels are the model's class "
+        r"indices",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_SCORES)
+def test_scores_that_cannot_be_a_classifiers_are_refused_at_open(case, tmp_path, capsys) -> None:
+    name, make_model, make_data, message = REFUSED_SCORES[case]
+    model, data, out = make_model(tmp_path / name), make_data(tmp_path / "x.npz"), tmp_path / "report"
+    status, text = ptq_run(capsys, "--onnx", model, "--data", data, "--out", out, "--cache", tmp_path / "cache")
+    assert status == 2, text
+    assert re.search(message, text), text
+    assert "Traceback" not in text and not out.exists()
+    assert not list((tmp_path / "cache").rglob("*-onnxruntime-*"))  # refused before any cell was built
+
+
+# 7. what ONNX Runtime's quantizer or scoring would meet later: refused at open, before any work
+
+
+def _sequence_output(path: Path) -> Path:
+    nodes = (helper.make_node("SequenceConstruct", ["m"], ["scores"]),)
+    outputs = (helper.make_tensor_sequence_value_info("scores", TensorProto.FLOAT, ["N", 3]),)
+    return _classifier(path, nodes=nodes, outputs=outputs)
+
+
+def _nan_weight(path: Path) -> Path:
+    weights = np.eye(3, dtype=np.float32)
+    weights[1, 2] = np.nan
+    nodes = (helper.make_node("MatMul", ["m", "dense.weight"], ["y"]),)
+    outputs = (helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),)
+    return _classifier(path, nodes=nodes, outputs=outputs, inits=(numpy_helper.from_array(weights, "dense.weight"),))
+
+
+def _reshape_to_batch_2(path: Path) -> Path:
+    """The scores reshaped to the export's batch of 2: it answers a 2-image probe, and fails on any other batch."""
+    nodes = (helper.make_node("Reshape", ["m", "batch_of_2"], ["y"]),)
+    outputs = (helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),)
+    shape = numpy_helper.from_array(np.array([2, 3], np.int64), "batch_of_2")
+    return _classifier(path, nodes=nodes, outputs=outputs, inits=(shape,))
+
+
+def _offsets_for_2_images(path: Path) -> Path:
+    """A per-image offset exported for a batch of 2 (gathered by row, then added): it answers batches of 1 and 2
+    and fails on scoring's batch of 64."""
+    nodes = (
+        helper.make_node("Shape", ["m"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Range", ["zero", "n", "one"], ["rows"]),
+        helper.make_node("Gather", ["offsets", "rows"], ["offset"], axis=0),
+        helper.make_node("Add", ["m", "offset"], ["y"]),
+    )
+    inits = (
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.zeros((2, 3), np.float32), "offsets"),
+    )
+    outputs = (helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),)
+    return _classifier(path, nodes=nodes, outputs=outputs, inits=inits)
+
+
+# case: (model maker, number of images, message)
+REFUSED_MODELS = {
+    "a sequence output": (
+        _sequence_output,
+        21,
+        r"--onnx \S+m\.onnx: output 'scores' \(a sequence\) is not a tensor: ptq run reads \(N, classes\) scores "
+        r"from one tensor output\. Export the model so that it returns the scores tensor itself",
+    ),
+    "a NaN weight": (
+        _nan_weight,
+        21,
+        r"--onnx \S+m\.onnx: initializer 'dense\.weight' \(3, 3\) holds 1 NaN and 0 infinite values \(the first at "
+        r"flat index 5\): .*Export the model from a checkpoint whose weights are all finite",
+    ),
+    "a reshape to the export's batch of 2": (
+        _reshape_to_batch_2,
+        21,
+        r"answers a batch of 2 images but fails on a batch of 1 \(Fail: .*requested shape:\{2,3\}\): calibration "
+        r"and scoring run batches of 1 to 64 images",
+    ),
+    "per-image offsets for a batch of 2": (
+        _offsets_for_2_images,
+        66,
+        r"answers a batch of 2 images but fails on a batch of 64 \(Fail: .*Attempting to broadcast an axis by a "
+        r"dimension other than 1\. 2 by 64\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "tune"])
+@pytest.mark.parametrize("case", REFUSED_MODELS)
+def test_a_model_the_quantizers_or_runtimes_would_fail_on_is_refused_at_open(case, command, tmp_path, capsys):
+    make_model, n, message = REFUSED_MODELS[case]
+    model, data = make_model(tmp_path / "m.onnx"), _images(tmp_path / "x.npz", n)
+    out, cache = tmp_path / "o", tmp_path / "c"
+    argv = {
+        "run": ["run", "--onnx", model, "--data", data, "--cache", cache, "--cells", CELL, "--out", out],
+        "tune": ["tune", "--onnx", model, "--data", data, "--calibration", data, "--cache", cache, "--max-drop", "1",
+                 "--out", out],
+    }[command]  # fmt: skip
+    status, text = _status(argv, capsys)
+    assert status == 2, text
+    assert re.search(message, text), text
+    assert "Traceback" not in text and "[E:onnxruntime" not in text
+    assert not out.exists() and not cache.exists()  # before any work
+
+
+# 8. an interrupted run leaves no process and no temporary folder behind
+
+
+def _deep(path: Path, convs: int) -> Path:
+    """``convs`` 1x1 convolutions near the identity, then `_classifier`'s mean per channel: as accurate, and slow
+    to quantize (ONNX Runtime pre-processes, calibrates and quantizes node by node) but fast to score."""
+    rng = np.random.default_rng(0)
+    weights = [(np.eye(3) + rng.normal(0, 0.01, (3, 3))).astype(np.float32).reshape(3, 3, 1, 1) for _ in range(convs)]
+    names = ["x", *(f"c{i}" for i in range(convs))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", [names[i], f"w{i}"], [names[i + 1]], name=f"conv{i}") for i in range(convs)]
+        + [helper.make_node("ReduceMean", [names[-1]], ["y"], keepdims=0, axes=[2, 3])],
+        path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)],
+    )
+    return _model(path, graph)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Every live descendant of ``pid``: its command line."""
+    found: dict[int, str] = {}
+    parents = {pid}
+    while parents:
+        children = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) in parents and fields[0] != "Z":
+                    children.add(int(stat.parent.name))
+                    found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+        parents = children - parents
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (OSError, IndexError):
+        return False
+
+
+def _work_folders(*folders: Path) -> list[Path]:
+    return [p for folder in folders for p in folder.rglob("*") if "ptq_ort" in p.name or p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_parallel_run_killed_while_building_leaves_no_worker_and_no_work_folder(signum, tmp_path, capsys) -> None:
+    """Its spawn workers used to be orphaned (PPID 1) and build on for a minute; ONNX Runtime's work folders
+    (pre-processed and augmented models) stayed in /tmp. The workers die with the run; the folders are in the
+    cache, named with the PID, and the next run removes those of a dead one."""
+    model, data = _deep(tmp_path / "deep.onnx", 300), _images(tmp_path / "x.npz", 30)
+    cache, tmp = tmp_path / "c", tmp_path / "t"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTEST_ADDOPTS": ""}
+    argv = [sys.executable, "-m", "ptq_core", "run", "--onnx", model, "--data", data, "--cache", cache,
+            "--out", tmp_path / "report", "--jobs", "2", "--cells", "onnxruntime-u8s8-minmax-*"]  # fmt: skip
+    log = (tmp_path / "run.log").open("w")  # not a pipe: an orphaned worker would hold it open
+    run = subprocess.Popen([str(a) for a in argv], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    workers: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            workers = _children(run.pid)
+            if sum("spawn_main" in line for line in workers.values()) == 2 and _work_folders(cache, tmp):
+                break  # both workers are up and one is inside ONNX Runtime's quantizer
+            time.sleep(0.1)
+        assert run.poll() is None and sum("spawn_main" in line for line in workers.values()) == 2, workers
+        os.kill(run.pid, signum)
+        status = run.wait(30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.1)
+        survivors = {pid: line for pid, line in workers.items() if _alive(pid)}
+    finally:  # whatever the outcome, nothing of this run outlives the test
+        for pid, line in {**workers, **_children(run.pid)}.items():
+            with contextlib.suppress(OSError):  # gone already
+                if _alive(pid) and Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() == line:
+                    os.kill(pid, signal.SIGKILL)  # this run's process, not one that took its PID since
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        log.close()
+    assert not survivors, f"still running 5 s after the run was killed: {survivors}"
+    assert status == (128 + signal.SIGTERM if signum == signal.SIGTERM else -signal.SIGKILL)  # it stopped them
+    assert not (tmp_path / "report").exists()
+    # the next run on this cache (another model: it builds nothing here) removes what the killed one left
+    status, text = ptq_run(capsys, *_args({"onnx": _tiny_onnx(tmp_path / "next.onnx"), "data": _balanced(
+        tmp_path / "next.npz"), "cache": cache}, tmp_path / "next-report"))  # fmt: skip
+    assert status in (0, 1), text
+    assert not _work_folders(cache, tmp)
+
+
+# 9. messages in the terms of the command that was run
+
+
+def test_a_cache_error_names_the_option_that_chose_the_cache(tmp_path, capsys, monkeypatch) -> None:
+    """Cache errors named PTQ_MODELS_DIR, which ptq run does not read."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    model, data = _tiny_onnx(tmp_path / "cached.onnx"), _balanced(tmp_path / "x.npz")
+    status, text = ptq_run(capsys, *_args({"onnx": model, "data": data, "cache": blocker}, tmp_path / "out"))
+    assert status == 2 and f"cannot write to {blocker}/cached-" in text, text
+    assert "make it writable, or choose a writable folder with --cache DIR" in text and "PTQ_MODELS_DIR" not in text
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "")
+    plugin = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--co", "--ptq-onnx", str(model), "--ptq-data",
+              str(data), "--ptq-cache", str(blocker / "sub")]  # fmt: skip
+    assert pytest.main(plugin) == pytest.ExitCode.USAGE_ERROR
+    text = capsys.readouterr().err
+    assert "choose a writable folder with --ptq-cache DIR" in text and "PTQ_MODELS_DIR" not in text, text
+
+
+@pytest.mark.xdist_group("hostile-first-run")  # one ptq run, shared
+@no_held_out
+def test_a_quantized_file_larger_than_its_fp32_is_reported_larger(first_run) -> None:
+    """It was "1.00x smaller" (the 8-bit file of a model with no weights gains its Q/DQ nodes)."""
+    from ptq_core import render, tune_report
+
+    _, out = first_run
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["cells"]
+    assert row["file_ratio"] < 1  # measured: the tiny model has no weight to shrink, only Q/DQ nodes to gain
+    text = render.markdown(results)
+    assert f"{1 / row['file_ratio']:.2f}x larger file." in text and "x smaller" not in text
+    pick = {"candidate": "c", "test_wilson_95": [0.5, 0.7], "vs_ort_fp32": 1.2, "test_accuracy": 0.6,
+            "test_fp32_accuracy": 0.6, "runtime": "onnxruntime", "test_mcnemar_p": 1.0, "test_mcnemar_fp32_only": 0,
+            "test_mcnemar_candidate_only": 0, "size_ratio": 0.8, "validation_drop_points": 0.0}  # fmt: skip
+    nncf = {**pick, "candidate": "n", "size_ratio": 3.1, "tune_seconds": 1.0}
+    result = {"chosen": pick, "nncf_accuracy_control": nncf, "wall_seconds": 1.0, "stopped": False, "candidates": []}
+    text = tune_report.markdown(result)
+    assert "1.25x larger file;" in text and "| 1.25x larger |" in text and "| 3.10x smaller |" in text

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,13 @@ class _ImageReader:
         return None if batch is None else {self._name: batch}
 
 
+def _workdir(out: Path) -> tempfile.TemporaryDirectory[str]:
+    """A work folder for the pre-processed and augmented models, beside ``out`` (in the cache) and named
+    ``.ptq_ort.X.PID.tmp``: one that a killed build leaves is removed by the next run
+    (``cache.remove_stale_temporaries``), where a folder in /tmp would stay."""
+    return tempfile.TemporaryDirectory(prefix=".ptq_ort.", suffix=f".{os.getpid()}.tmp", dir=out.parent)
+
+
 def _preprocessed(fp32_onnx: Path, workdir: Path) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
@@ -101,7 +109,7 @@ def save_ranges(
     from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
+    with _workdir(Path(out)) as tmp:
         cal = create_calibrator(
             _preprocessed(fp32_onnx, Path(tmp)),
             sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),  # what quantize_static quantizes by default
@@ -135,7 +143,7 @@ def quantize_with_ranges(
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     activation_type, weight_type = _quant_types(cell.dtype)
-    with tempfile.TemporaryDirectory(prefix="ptq_ort_") as tmp:
+    with _workdir(Path(out)) as tmp:
         pre = _preprocessed(fp32_onnx, Path(tmp))
         softmaxes, score_ops = _score_tail(pre)
         quantize_static(
