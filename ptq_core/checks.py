@@ -182,10 +182,11 @@ def check_size_ratio(ctx: Context) -> None:
         )
     file_ratio = fp32.file_bytes / found.file_bytes
     if file_ratio < ctx.cell.backend_spec.min_file_ratio:
+        than = f"only {file_ratio:.2f}x smaller than" if file_ratio >= 1 else f"{1 / file_ratio:.2f}x larger than"
         _fail(
             ctx,
-            f"{ctx.artifact.name} is {found.file_bytes} B, only {file_ratio:.2f}x smaller than "
-            f"{ctx.fp32.name} (need {ctx.cell.backend_spec.min_file_ratio}x)",
+            f"{ctx.artifact.name} is {found.file_bytes} B, {than} {ctx.fp32.name} "
+            f"(need {ctx.cell.backend_spec.min_file_ratio}x smaller)",
         )
 
 

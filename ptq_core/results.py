@@ -63,7 +63,10 @@ def evaluation(
 
 
 def collect(
-    ws: ArtifactStore, cells: tuple[Cell, ...] = CELLS, max_drop: float = MAX_ACCURACY_DROP_POINTS
+    ws: ArtifactStore,
+    cells: tuple[Cell, ...] = CELLS,
+    max_drop: float = MAX_ACCURACY_DROP_POINTS,
+    fp32_of: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Build (or reuse) and evaluate every cell on every runtime of its format; everything the report and the
     baselines need. A runtime that fails one evaluation leaves it marked failed, with its reason; the rest go on."""
@@ -71,7 +74,8 @@ def collect(
     calib = ws.calibration(CalibrationConfig())
     held_out = calib.held_out(len(labels))
     fmts = sorted({c.backend_spec.format for c in cells} | {"onnx"})
-    models = sorted({c.model for c in cells}, key=lambda m: m != DEFAULT_MODEL)
+    # ``fp32_of``: models whose FP32 to report even with no cell left (every cell of a user's model failed to build)
+    models = sorted({c.model for c in cells} | set(fp32_of), key=lambda m: m != DEFAULT_MODEL)
     fp32 = {(model, fmt): ws.fp32(fmt, model) for model in models for fmt in fmts}
     fp32_on = {
         (model, fmt, rt.name): evaluation(ws, path, rt.name, model, held_out)

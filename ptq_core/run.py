@@ -251,7 +251,7 @@ def run(
     score(store, cells, say)
     skipped = checks_not_run(store)
     outcomes = list(run_checks(context(store, max_drop), cells, skip=skipped))
-    results = collect(store, cells, max_drop)
+    results = collect(store, cells, max_drop, fp32_of=(store.model.name,))
     results["calibration"]["note"] = store.calibration_note
     results["run"] = {
         "onnx": str(store.onnx),

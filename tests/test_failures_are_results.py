@@ -387,3 +387,9 @@ def test_a_quantizer_that_raises_on_one_cell_is_a_result_and_the_others_are_chec
     assert [row["cell"] for row in results["cells"]] == ["tiny-onnxruntime-u8s8-minmax-per_channel"]
     assert "FAILED evaluation tiny-onnxruntime-int8-minmax-per_channel: failed to build" in printed.out
     assert "Traceback" not in printed.err
+    only = [*args[: args.index("--out")], "--out", tmp_path / "only", "--cache", user_model["cache"], "--cells",
+            USER_CELLS[1]]  # fmt: skip
+    assert cli.main([str(a) for a in only]) == 1  # every cell it selects fails to build: still a report
+    results = json.loads((tmp_path / "only" / "results.json").read_text())
+    assert results["cells"] == [] and list(results["failed_builds"]) == ["tiny-onnxruntime-int8-minmax-per_channel"]
+    assert results["models"]["tiny"]["accuracy"] > 0.9  # FP32 is still reported
