@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,8 +60,13 @@ def _check(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> np.ndarray:
 def _activations(model: Path, images: np.ndarray, workdir: Path) -> dict[str, list[np.ndarray]]:
     """Every float tensor of ``model`` on ``images``: name -> one flattened array a batch."""
     augmented = workdir / f"{model.stem}_augmented.onnx"
+    # ORT writes <model>-inferred.onnx beside the model and deletes it: not in the shared cache, where another
+    # process computing the same table loses it (a cold pytest -n 2 run: FileNotFoundError in 4 sqnr tests)
+    local = model if model.parent == workdir else workdir / model.name
+    if local != model:
+        shutil.copyfile(model, local)
     try:
-        modify_model_output_intermediate_tensors(str(model), str(augmented))
+        modify_model_output_intermediate_tensors(str(local), str(augmented))
         acts: dict[str, list[np.ndarray]] = collect_activations(str(augmented), _Batches(images))
     except Exception as e:  # protobuf, onnx and ORT's own exception types share no base below Exception
         raise PTQError(f"cannot run ONNX model {model} ({e}): rebuild it (ptq prepare / quantize)") from e
