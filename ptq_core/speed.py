@@ -296,3 +296,18 @@ def guard_speed(
     if verdict.writes:
         record_ratio(baseline, guard_id, verdict.ratio)
     return verdict
+
+
+def speed_platform() -> str:
+    """What an 8-bit speed ratio is keyed by: the machine, the CPU capability and the int8 MACs its unit retires
+    per cycle, as measured (``cpu_peak``). Two CPUs of one capability differ there: this suite's Zen 5 EPYC
+    retires 2 VPDPBUSD zmm per cycle (128 MACs), a Zen 4-class EPYC 1 (64), and its ORT u8s8 guard at batch 256
+    measured 1.69-1.77x where the Zen 5 measured 2.05x. Without a measured peak: the capability alone."""
+    import platform
+
+    from ptq_core.cpu_peak import int8_peak
+    from ptq_core.platform import cpu_capability
+
+    peak = int8_peak()
+    unit = f"-{round(peak.macs_per_instruction * peak.instructions_per_cycle)}macs" if peak else ""
+    return f"{platform.machine()}-{cpu_capability()}{unit}"

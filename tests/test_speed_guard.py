@@ -2,7 +2,8 @@
 
 An upgrade that loses the int8 kernels (say u8s8 from 2x FP32 to 1x) keeps every accuracy check green;
 these fail it. The ratio (8-bit over FP32 throughput, median of per-round ratios, ``PairedTimer``) is
-compared with the committed ratio for this CPU (``tests/baselines/speed/<machine>-<capability>.yml``) by
+compared with the committed ratio for this CPU (``tests/baselines/speed/<machine>-<capability>-<N>macs.yml``,
+N the int8 MACs its unit retires per cycle: ``ptq_core.speed.speed_platform``) by
 ``ptq_core.speed.judge_speed``: slower by more than ``TOLERANCE`` in two measurements fails, faster by more
 is reported. A CPU without a committed ratio gets its measured one written there and passes, reported as
 new (a ``BaselineChanged`` warning), as the accuracy baselines of a new platform do; ``--force-regen``
@@ -12,7 +13,6 @@ rewrites them. ``tox -e speed`` runs the guards; the rule's own tests below run 
 from __future__ import annotations
 
 import itertools
-import platform
 import warnings
 from pathlib import Path
 
@@ -20,14 +20,19 @@ import pytest
 import yaml
 
 from ptq_core.baselines import BaselineChanged
-from ptq_core.platform import cpu_capability
-from ptq_core.speed import Guard, SpeedVerdict, guard_speed, guards, judge_speed, measure_guard
+from ptq_core.speed import Guard, SpeedVerdict, guard_speed, guards, judge_speed, measure_guard, speed_platform
 
-BASELINE = Path(__file__).parent / "baselines" / "speed" / f"{platform.machine()}-{cpu_capability()}.yml"
+
+def baseline() -> Path:
+    """This CPU's committed ratios (the int8 peak probe names its unit: measured when a guard first runs)."""
+    return Path(__file__).parent / "baselines" / "speed" / f"{speed_platform()}.yml"
+
+
 # Ten quiet runs of this module on the development machine (2-core EPYC, AVX-512 VNNI): the widest
 # run-to-run spread of a guard, (max - min) / median, was 11.6 % (NNCF on OpenVINO, batch 256); no run fell
-# more than 5.2 % below its guard's median. The committed x86_64-avx512vnni ratios are those medians; the
-# tolerance is the widest spread, rounded up to a whole percent. x86_64-amx.yml holds the ratios of a single
+# more than 5.2 % below its guard's median. The committed x86_64-avx512vnni-128macs ratios are those medians (a
+# Zen 5: 2 VPDPBUSD zmm per cycle); the tolerance is the widest spread, rounded up to a whole percent.
+# x86_64-amx-1024macs.yml holds the ratios of a single
 # run on the AMX Xeon, whose spread was not measured: the same tolerance applies there. Losing the VNNI
 # kernels costs u8s8 half its speed-up.
 TOLERANCE = 0.12
@@ -47,7 +52,7 @@ def test_speedup_over_fp32_holds(guard: Guard, ws, quantized, test_split, reques
         return measure_guard(ws.fp32(guard.cell.backend_spec.format), quantized(guard.cell), guard, test_split.images)
 
     regen = request.config.getoption("force_regen") or request.config.getoption("regen_all")
-    verdict = guard_speed(guard.id, measure, BASELINE, TOLERANCE, regen)
+    verdict = guard_speed(guard.id, measure, baseline(), TOLERANCE, regen)
     record_property("ratio", round(verdict.ratio, 4))
     enforce(verdict)
 
