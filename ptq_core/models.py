@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ptq_core.errors import PTQError
-
-if TYPE_CHECKING:
-    from ptq_core.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,9 @@ class Model:
     num_classes: int
     reference_correct: int  # on the full test split; read by tests/test_fp32.py only
     module: str  # the ptq_core module that defines it (its source keys every artifact built from it)
-    build: Callable[[Workspace], Any]  # -> the FP32 torch.nn.Module in eval mode
-    weights_sha256: Callable[[Workspace], str]  # digest of the weights it is built from
+    build: Callable[[Path | None], Any]  # (its located weights file) -> the FP32 torch.nn.Module in eval mode
+    weights_sha256: Callable[[], str]  # digest of the weights it is built from
+    weights: str | None = None  # the located source file that holds its weights ("resnet8_h5"); None: packaged
     input_dtype: str = "float32"  # what its input takes ...
     accepts: tuple[str, ...] = ("uint8", "float32")  # ... and what it converts to that
 
@@ -59,25 +58,26 @@ def _other(layout: str) -> str:
     return "NCHW" if layout == "NHWC" else "NHWC"
 
 
-def _resnet8(ws: Workspace) -> Any:
+def _resnet8(h5: Path | None) -> Any:
     from ptq_core.resnet8 import load_keras_h5
 
-    return load_keras_h5(ws.resnet8_h5)
+    assert h5 is not None, "ResNet8 is built from its located .h5"
+    return load_keras_h5(h5)
 
 
-def _resnet8_sha256(ws: Workspace) -> str:
+def _resnet8_sha256() -> str:
     from ptq_core.sources import RESNET8_SHA256
 
     return RESNET8_SHA256
 
 
-def _mobilenetv1(ws: Workspace) -> Any:
+def _mobilenetv1(weights: Path | None) -> Any:
     from ptq_core.mobilenet import load_weights
 
     return load_weights()
 
 
-def _mobilenetv1_sha256(ws: Workspace) -> str:
+def _mobilenetv1_sha256() -> str:
     from ptq_core.mobilenet import WEIGHTS_SHA256
 
     return WEIGHTS_SHA256
@@ -97,6 +97,7 @@ MODELS: dict[str, Model] = {
             module="resnet8",
             build=_resnet8,
             weights_sha256=_resnet8_sha256,
+            weights="resnet8_h5",
         ),
         Model(
             name="mobilenetv1",

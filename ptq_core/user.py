@@ -32,11 +32,11 @@ DEFAULT_SAMPLES = 200
 RUN_DIR = "run"  # under the cache folder: one sub-folder per model digest
 
 
-def _no_module(store: Any) -> Any:
+def _no_module(weights: Any = None) -> Any:
     raise PTQError("a user's ONNX model has no PyTorch module: only backends that quantize ONNX files run on it")
 
 
-def _no_weights(store: Any) -> str:
+def _no_weights() -> str:
     raise PTQError("a user's ONNX model is keyed by its file's digest")
 
 
@@ -468,7 +468,7 @@ class UserStore(ArtifactStore):
         return cache.build_once(dest, key, lambda tmp: _normalised_copy(self.onnx, tmp, self.output))
 
     def fp32_module(self, model: str = "") -> Any:
-        return _no_module(self)
+        return _no_module()
 
     def data_sha256(self, name: str = "test") -> str:
         split = self.split(name)  # every cached prediction asks: hash the 100+ MB once

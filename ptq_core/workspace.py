@@ -128,7 +128,8 @@ class Workspace(ArtifactStore):
         return _calibration(self.cifar10_dir, config)
 
     def fp32_module(self, model: str = DEFAULT_MODEL) -> Any:
-        return get_model(model).build(self)
+        spec = get_model(model)
+        return spec.build(getattr(self, spec.weights) if spec.weights else None)
 
     def fp32(self, fmt: str, model: str = DEFAULT_MODEL) -> Path:
         """The FP32 model exported in format ``fmt`` ("onnx", "pt2")."""
@@ -136,7 +137,7 @@ class Workspace(ArtifactStore):
         name = f"{spec.name}{form.suffix}"
         key = {
             "artifact": name,
-            "weights_sha256": spec.weights_sha256(self),
+            "weights_sha256": spec.weights_sha256(),
             "code": cache.code_digest([spec.module, f"formats/{form.module}", "formats/pt2"]),
             "versions": cache.library_versions(form.libraries),
         }

@@ -720,6 +720,7 @@ def _work_folders(*folders: Path) -> list[Path]:
     return [p for folder in folders for p in folder.rglob("*") if "ptq_ort" in p.name or p.name.endswith(".tmp")]
 
 
+@pytest.mark.e2e  # a real `ptq run --jobs 2` in its own process, killed: 4 s each
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_parallel_run_killed_while_building_leaves_no_worker_and_no_work_folder(signum, tmp_path, capsys) -> None:
