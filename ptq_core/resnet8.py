@@ -137,7 +137,7 @@ def load_keras_h5(path: str | Path) -> ResNet8:
         except KeyError as exc:
             raise PTQError(
                 f"{path} is not the MLPerf Tiny ResNet8 HDF5 file (missing {exc}); "
-                "use pretrainedResnet.h5 from mlcommons/tiny (see README)."
+                "use pretrainedResnet.h5 from mlcommons/tiny (see docs/usage.md, Data and weights)."
             ) from exc
     return model.eval()
 

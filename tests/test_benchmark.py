@@ -53,7 +53,7 @@ TORCH_UINT8_TARGET = 1.5  # compiled uint8 over FP32 eager, batch 256
 # convs only 1.9x faster, while the 32/64-channel convs are 3.2-3.6x faster: 2.05x for the whole model.
 ORT_TARGET_XFAIL = {
     256: "measured 2.05x FP32 (8.6 k vs 4.2 k images/s, 1 thread; 1.7-2.2x on 2 threads); no ORT "
-    "format, optimisation level or session option does better (README, Benchmarks)",
+    "format, optimisation level or session option does better (docs/benchmarks.md, ONNX Runtime alone)",
 }
 
 
