@@ -464,22 +464,22 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ptq_core import deploy
+    from ptq_core import bench
 
     if args.out:
         check_replaceable(args.out, "bench", keep={"--models-dir": args.models_dir})  # before a minute of timing
     ws = _workspace(args)
-    result = deploy.measure(ws, args.model, rounds=args.rounds)
-    text = deploy.markdown(result)
+    result = bench.measure(ws, args.model, rounds=args.rounds)
+    text = bench.markdown(result)
     if args.ort_attempts:
         import numpy as np
 
         from ptq_core.matrix import Cell
 
-        result["ort_attempts"] = deploy.ort_attempts(ws, args.model, rounds=args.rounds)
+        result["ort_attempts"] = bench.ort_attempts(ws, args.model, rounds=args.rounds)
         images = np.ascontiguousarray(ws.split("test").images[:256], dtype=np.float32)
-        result["ort_profile"] = deploy.op_profile(ws.quantized(Cell("onnxruntime", "u8s8", model=args.model)), images)
-        text += "\n" + deploy.attempts_markdown(result["ort_attempts"], result["ort_profile"])
+        result["ort_profile"] = bench.op_profile(ws.quantized(Cell("onnxruntime", "u8s8", model=args.model)), images)
+        text += "\n" + bench.attempts_markdown(result["ort_attempts"], result["ort_profile"])
     print(text)
     if args.out:
         write_folder(

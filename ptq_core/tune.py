@@ -131,7 +131,7 @@ def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.nda
     from ptq_core.models import get_model
 
     if runtime == INDUCTOR:  # as it is timed: 1 thread, batches of SPEED_BATCH (one compiled shape)
-        from ptq_core.deploy import Deployment, predictions
+        from ptq_core.bench import Deployment, predictions
 
         return predictions(Deployment(INDUCTOR, path.stem, path), images, threads=1, batch=SPEED_BATCH)
     return predict_scores(path, images, get_model(model), runtime, batch_size=500).argmax(axis=1)
@@ -164,9 +164,9 @@ def validation_predictions(
         "runtime": runtime,
         "pool_sha256": ws.data_sha256(pool),
         "indices_sha256": digest(indices),
-        # Inductor candidates run through deploy (and speed's compile); the others through eval and runtimes
+        # Inductor candidates run through bench (and speed's compile); the others through eval and runtimes
         "code": cache.code_digest(
-            ("eval", "runtimes", "models", "tune", *(("deploy", "speed") if runtime == INDUCTOR else ()))
+            ("eval", "runtimes", "models", "tune", *(("bench", "speed") if runtime == INDUCTOR else ()))
         ),
         "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
         "cpu": cpu_capability(),  # the kernels a runtime picks: AMX and VNNI flip different images
@@ -430,8 +430,8 @@ def tune(
     """Search, choose and score once on the test split; the json-ready trace of all of it."""
     import fnmatch
 
+    from ptq_core.bench import Deployment, runner
     from ptq_core.cli import max_drop_points
-    from ptq_core.deploy import Deployment, runner
     from ptq_core.models import get_model
     from ptq_core.speed import PairedTimer
     from ptq_core.stats import mcnemar_exact, wilson_interval

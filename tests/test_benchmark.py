@@ -396,7 +396,7 @@ def test_target_pytorch(benchmark, torch_model, images, report, batch: int) -> N
 # ------------------------------------------------------------------------------ deployment goals (issue: 3.0x, 1.5x)
 
 # The fastest 8-bit deployment within the accuracy drop, over ORT FP32 in the same interleaved rounds
-# (ptq_core/deploy.py; `ptq bench` prints the whole table). Unmet goals carry the figure measured here
+# (ptq_core/bench.py; `ptq bench` prints the whole table). Unmet goals carry the figure measured here
 # (AMD EPYC Zen 5, 2 cores; onnxruntime 1.32, openvino 2026.4; `ptq bench --ort-attempts`).
 DEPLOY_GOALS = {(256, 1): 3.0, (256, 2): 3.0, (1, 1): 1.5, (1, 2): 1.5}
 # On 2 threads the figure straddles the goal from run to run, so these are xfail but not strict: a pass is
@@ -416,10 +416,10 @@ ORT_XFAIL = {
 
 @pytest.fixture(scope="module")
 def deployments_scored(ws):  # type: ignore[no-untyped-def]
-    from ptq_core import deploy
+    from ptq_core import bench
 
-    deps = deploy.deployments(ws)
-    return deps, deploy.scores(ws, deps), deploy.macs_of(ws)
+    deps = bench.deployments(ws)
+    return deps, bench.scores(ws, deps), bench.macs_of(ws)
 
 
 def _goal_param(batch: int, threads: int, reasons: dict[Any, str], key: Any):  # type: ignore[no-untyped-def]
@@ -430,23 +430,23 @@ def _goal_param(batch: int, threads: int, reasons: dict[Any, str], key: Any):  #
 
 
 def _timed_rows(benchmark, deployments_scored, ws, batch: int, threads: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    from ptq_core import deploy
+    from ptq_core import bench
 
     deps, scored, macs = deployments_scored
-    timer = deploy.group_timer(deps, ws.split("test").images, batch, threads)
+    timer = bench.group_timer(deps, ws.split("test").images, batch, threads)
     benchmark.group = "deployment goals (one round: every deployment interleaved)"
     benchmark.pedantic(timer.round, rounds=ROUNDS, iterations=1)
-    rows = deploy.group_rows(timer, deps, batch, threads, macs, scored)
+    rows = bench.group_rows(timer, deps, batch, threads, macs, scored)
     benchmark.extra_info.update(rows=rows)
     return rows
 
 
 @pytest.mark.parametrize(("batch", "threads"), [_goal_param(b, t, DEPLOY_XFAIL, (b, t)) for b, t in DEPLOY_GOALS])
 def test_goal_fastest_honest_8bit_deployment(benchmark, deployments_scored, ws, batch: int, threads: int) -> None:  # type: ignore[no-untyped-def]
-    from ptq_core import deploy
+    from ptq_core import bench
 
     rows = _timed_rows(benchmark, deployments_scored, ws, batch, threads)
-    best = deploy.fastest(rows)[f"b{batch}-t{threads}"]
+    best = bench.fastest(rows)[f"b{batch}-t{threads}"]
     goal = DEPLOY_GOALS[(batch, threads)]
     assert best["vs_ort_fp32"] >= goal, (
         f"fastest honest 8-bit deployment at batch {batch}, {threads} thread(s): {best['model']} on "

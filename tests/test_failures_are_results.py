@@ -326,8 +326,8 @@ class FirstImages:
 
 @pytest.mark.slow
 def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, ws, monkeypatch) -> None:
-    from ptq_core import deploy
-    from ptq_core.deploy import Deployment
+    from ptq_core import bench
+    from ptq_core.bench import Deployment
 
     u8s8, int8, _ = REPORT_CELLS
     inject(refuse=(int8.id,), nan_in=(u8s8.id,))
@@ -338,10 +338,10 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
         Deployment(FAULTY, int8.id, ws.quantized(int8)),
         Deployment(FAULTY, u8s8.id, ws.quantized(u8s8)),
     ]
-    monkeypatch.setattr(deploy, "deployments", lambda ws, model: deps)
-    monkeypatch.setattr(deploy, "macs_of", lambda ws, model: 12_500_000)  # ResNet8's; counting it builds torch's
-    bench = deploy.measure(FirstImages(ws, 1024), batches=(256,), threads=(1,), rounds=2, say=lambda line: None)
-    rows = {(r["runtime"], r["model"]): r for r in bench["rows"]}
+    monkeypatch.setattr(bench, "deployments", lambda ws, model: deps)
+    monkeypatch.setattr(bench, "macs_of", lambda ws, model: 12_500_000)  # ResNet8's; counting it builds torch's
+    measured = bench.measure(FirstImages(ws, 1024), batches=(256,), threads=(1,), rounds=2, say=lambda line: None)
+    rows = {(r["runtime"], r["model"]): r for r in measured["rows"]}
     assert rows[(FAULTY, int8.id)]["outcome"] == "failed to load" and "images_per_s" not in rows[(FAULTY, int8.id)]
     assert rows[(FAULTY, u8s8.id)]["outcome"] == "failed while scoring"
     assert "non-finite" in rows[(FAULTY, u8s8.id)]["reason"]
@@ -350,8 +350,8 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
     assert timed["outcome"] == "scored" and timed["honest"] and timed["images_per_s"] > 0
     assert timed["best_float"] in ("fp32 on onnxruntime", "fp32 on openvino_default")
     assert timed["vs_ort_fp32"] is not None and timed["vs_best_float"] is not None
-    assert bench["fastest"]["b256-t1"]["model"] == u8s8.id
-    text = deploy.markdown(bench)
+    assert measured["fastest"]["b256-t1"]["model"] == u8s8.id
+    text = bench.markdown(measured)
     assert "2 deployments could not run" in text and f"{int8.id} on {FAULTY}: failed to load" in text
 
 

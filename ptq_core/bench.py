@@ -3,7 +3,7 @@
 For each (batch, threads) group every deployment runs in the same interleaved rounds (``PairedTimer``), so
 its ratio to ONNX Runtime FP32 is measured under the same load. Each deployment is also scored on the
 10,000 test images exactly as it was timed: "honest" means within the suite's accuracy drop of FP32 on
-the same runtime. ``ptq bench`` writes the table; ``tests/test_deploy_goals.py`` holds the goals.
+the same runtime. ``ptq bench`` writes the table; the goals are ``tests/test_benchmark.py::test_goal_*``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def uint8_input_model(ws: Any, cell: Cell) -> Path:
     qdq = ws.quantized(cell)
     key = {
         "qdq_sha256": sources.file_digest(qdq),
-        "code": cache.code_digest(("deploy", "formats/onnx")),
+        "code": cache.code_digest(("bench", "formats/onnx")),
         "versions": cache.library_versions(("onnx",)),
     }
     out = ws.models_dir / "deploy" / f"{cell.id}-uint8-input.onnx"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptq_core import cpu_peak, deploy
+from ptq_core import bench, cpu_peak
 from ptq_core.matrix import Cell
 from ptq_core.runtimes import as_predictor
 
@@ -16,8 +16,8 @@ from ptq_core.runtimes import as_predictor
 @pytest.mark.slow
 def test_uint8_input_rewrite_predicts_exactly_as_the_qdq_model(quantized, test_split, tmp_path: Path) -> None:
     qdq = quantized(Cell("onnxruntime", "u8s8"))
-    deploy.uint8_input(qdq, tmp_path / "u8.onnx")
-    session = deploy._ort_session(tmp_path / "u8.onnx", 1, spinning=False)
+    bench.uint8_input(qdq, tmp_path / "u8.onnx")
+    session = bench._ort_session(tmp_path / "u8.onnx", 1, spinning=False)
     images = test_split.images[:2000]
     assert images.dtype == np.uint8
     raw = session.run(None, {session.get_inputs()[0].name: images})[0]
@@ -27,7 +27,7 @@ def test_uint8_input_rewrite_predicts_exactly_as_the_qdq_model(quantized, test_s
 def test_uint8_input_rewrite_refuses_an_inexact_input_quantizer(quantized, tmp_path: Path) -> None:
     qdq = quantized(Cell("onnxruntime", "int8"))  # int8 activations: zero point and dtype are not uint8 pixels
     with pytest.raises(ValueError, match="not exact on uint8 pixels"):
-        deploy.uint8_input(qdq, tmp_path / "u8.onnx")
+        bench.uint8_input(qdq, tmp_path / "u8.onnx")
     assert not (tmp_path / "u8.onnx").exists()
 
 
@@ -49,15 +49,15 @@ def test_the_fastest_deployment_is_the_fastest_honest_one() -> None:
         {"batch": 256, "threads": 1, "model": "c", "runtime": "y", "vs_ort_fp32": 2.5, "honest": True},
         {"batch": 1, "threads": 1, "model": "fp32", "runtime": "x", "vs_ort_fp32": 1.0, "honest": False},
     ]
-    assert {k: r["model"] for k, r in deploy.fastest(rows).items()} == {"b256-t1": "c"}
+    assert {k: r["model"] for k, r in bench.fastest(rows).items()} == {"b256-t1": "c"}
 
 
 @pytest.mark.slow
 def test_a_deployment_is_scored_as_it_runs(ws, quantized, evaluated) -> None:
     path = quantized(Cell("onnxruntime", "u8s8"))
-    d = deploy.Deployment("onnxruntime", Cell("onnxruntime", "u8s8").id, path)
+    d = bench.Deployment("onnxruntime", Cell("onnxruntime", "u8s8").id, path)
     test = ws.split("test")
-    assert deploy.accuracy(d, test.images, test.labels) == evaluated(path, "onnxruntime").accuracy
+    assert bench.accuracy(d, test.images, test.labels) == evaluated(path, "onnxruntime").accuracy
 
 
 @pytest.mark.slow
@@ -67,15 +67,15 @@ def test_openvino_from_its_bound_input_predicts_as_the_scoring_runtime(ws, evalu
     cell = Cell("nncf")
     path = ws.quantized(cell)
     images = ws.split("test").images[:600]  # 256-image batches: two full ones and a padded one
-    got = deploy.predictions(deploy.Deployment(runtime, cell.id, path), images, threads=1, batch=batch)
+    got = bench.predictions(bench.Deployment(runtime, cell.id, path), images, threads=1, batch=batch)
     assert np.array_equal(got, evaluated(path, runtime).predictions[:600])
 
 
 @pytest.mark.slow
 def test_the_uint8_input_deployment_takes_pixels_and_predicts_as_its_cell(ws, evaluated) -> None:
-    d = next(d for d in deploy.deployments(ws) if d.runtime == deploy.ORT_UINT8_INPUT)
+    d = next(d for d in bench.deployments(ws) if d.runtime == bench.ORT_UINT8_INPUT)
     cell = Cell("onnxruntime", "u8s8")
     assert d.model == cell.id and d.fp32_twin == ("onnxruntime", "fp32")
     test = ws.split("test")
     assert d.inputs(test.images[:4]).dtype == np.uint8  # timed on the pixels as they come
-    assert np.array_equal(deploy.predictions(d, test.images), evaluated(ws.quantized(cell), "onnxruntime").predictions)
+    assert np.array_equal(bench.predictions(d, test.images), evaluated(ws.quantized(cell), "onnxruntime").predictions)
