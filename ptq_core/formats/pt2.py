@@ -75,7 +75,9 @@ def load(path: Path) -> torch.export.ExportedProgram:
     return _load(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-@functools.lru_cache(maxsize=4)
+# torch.export.load takes ~85 ms per read (its schema's type hints, again each time) and the checks read a cell's
+# archive 3-4 times, far apart: room for every archive of the suite (22, a few MB at most each)
+@functools.lru_cache(maxsize=32)
 def _load(path: str, mtime_ns: int, size: int) -> torch.export.ExportedProgram:
     try:
         with open(path, "rb") as f:
