@@ -19,56 +19,54 @@ import numpy as np
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, known_failure
 from ptq_core.evaluation import EvaluationFailed
 from ptq_core.matrix import Cell
-from ptq_core.models import DEFAULT_MODEL
+from ptq_core.models import DEFAULT_MODEL, Model, get_model
+from ptq_core.runtimes import Runtime, deploying, get_runtime
 from ptq_core.speed import PairedTimer, count_macs, float_images
 
 REFERENCE = ("onnxruntime", "fp32")
 BATCHES, THREADS = (1, 256), (1, 2)
-OV_THROUGHPUT = "openvino_throughput"  # OpenVINO's throughput hint: one stream per thread, the batch split across
-# ONNX Runtime on the raw uint8 pixels: the ONNX Runtime cell with its input QuantizeLinear dropped (``uint8_input``,
-# exact when that maps pixels to themselves), compared with ORT FP32
-ORT_UINT8_INPUT = "onnxruntime_uint8_input"
 
 
 @dataclass(frozen=True)
 class Deployment:
-    runtime: str  # onnxruntime, openvino (f32 hint), openvino_default (bf16 where the CPU has it), inductor, ...
+    runtime: str  # a name in runtimes.RUNTIMES that deploys
     model: str  # "fp32" or a cell id
     path: Path
+    spec: Model  # the model the artifact is of: its input shape and dtype
 
     @property
     def name(self) -> str:
         return f"{self.model} on {self.runtime}"
 
     @property
+    def rt(self) -> Runtime:
+        return get_runtime(self.runtime)
+
+    @property
     def fp32_twin(self) -> tuple[str, str]:
-        """The FP32 deployment it is compared with: FP32 on the same runtime."""
-        return ("onnxruntime" if self.runtime == ORT_UINT8_INPUT else self.runtime, "fp32")
+        """The FP32 deployment it is compared with: FP32 on the same runtime, unless its runtime names another."""
+        return (self.rt.fp32_twin or self.runtime, "fp32")
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         """The images as this deployment takes them (prepared outside any timed region)."""
-        if self.runtime == ORT_UINT8_INPUT:
-            return np.ascontiguousarray(images, dtype=np.uint8)
-        return float_images(images)
+        transform = self.rt.inputs
+        return transform(images) if transform is not None else np.ascontiguousarray(images, self.spec.input_dtype)
 
     def applies(self, batch: int, threads: int) -> bool:
-        return self.runtime != OV_THROUGHPUT or (threads > 1 and batch > 1)
+        return self.rt.applies(batch, threads)
 
 
 def deployments(ws: Any, model: str = DEFAULT_MODEL) -> list[Deployment]:
+    """FP32 and each backend's default cell on every runtime that deploys it, in registry order."""
     from ptq_core.backends import BACKENDS
 
-    onnx_runtimes = ("onnxruntime", "openvino", "openvino_default", OV_THROUGHPUT)
-    rows = [Deployment(rt, "fp32", ws.fp32("onnx", model)) for rt in onnx_runtimes]
-    rows.append(Deployment("inductor", "fp32", ws.fp32("pt2", model)))
-    for backend in BACKENDS.values():
-        cell = Cell(backend.name, model=model)
-        path = ws.quantized(cell)
-        for rt in onnx_runtimes if backend.format == "onnx" else ("inductor",):
-            rows.append(Deployment(rt, cell.id, path))
-        if backend.name == "onnxruntime":
-            rows.append(Deployment(ORT_UINT8_INPUT, cell.id, uint8_input_model(ws, cell)))
-    return rows
+    spec = get_model(model)
+    return [
+        Deployment(rt.name, cell.id if cell else "fp32", path, spec)
+        for cell in (None, *(Cell(b, model=model) for b in BACKENDS))
+        for rt in deploying()
+        if (path := rt.deployed_artifact(ws, model, cell)) is not None
+    ]
 
 
 def uint8_input_model(ws: Any, cell: Cell) -> Path:
@@ -87,43 +85,12 @@ def uint8_input_model(ws: Any, cell: Cell) -> Path:
 
 def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np.ndarray]:
     """``run(x) -> scores`` for ``d`` on batches of ``batch`` images with ``threads`` threads."""
-    from ptq_core.runtimes import openvino_model
-
-    if d.runtime in ("onnxruntime", ORT_UINT8_INPUT):
-        session = _ort_session(d.path, threads, spinning=False)
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    if d.runtime in ("openvino", "openvino_default"):
-        request = openvino_model(d.path, threads, "f32" if d.runtime == "openvino" else None).create_infer_request()
-        return _bound(request, batch)
-    if d.runtime == OV_THROUGHPUT:
-        return _openvino_throughput(d.path, threads)
-    if d.runtime == "inductor":
-        return _inductor(d.path, threads, batch)
-    from ptq_core.models import get_model
-    from ptq_core.runtimes import as_predictor, get_runtime
-
-    get_runtime(d.runtime)  # any other registered runtime deploys as it scores
-    return as_predictor(d.path, get_model(_model_of(d.path)), d.runtime, threads)
+    return d.rt.deployment(d.path, threads, (batch, *d.spec.input_shape))
 
 
-def _bound(request: Any, batch: int) -> Callable[[np.ndarray], np.ndarray]:
-    """OpenVINO's zero-copy input: a tensor sharing a buffer the batch is copied into, then a bare ``infer()``.
-    ``request.infer({0: x})`` costs ~20 us more per call (92 against 73 us for NNCF's cell at batch 1)."""
-    import openvino as ov
-
-    shape = (batch, *(int(d) for d in request.get_input_tensor(0).shape[1:]))
-    buffer = np.zeros(shape, np.float32)
-    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if x.shape != buffer.shape:  # another batch size: the plain call
-            return np.array(request.infer({0: x})[0], copy=True)
-        np.copyto(buffer, x)
-        request.infer()
-        return np.array(request.get_output_tensor(0).data, copy=True)
-
-    return run
+def bound_run(d: Deployment, images: np.ndarray, threads: int) -> Callable[[], object]:
+    """``d`` deployed for batches of ``len(images)``, bound to those images as it takes them: a call runs one batch."""
+    return functools.partial(runner(d, threads, len(images)), d.inputs(images))
 
 
 def _ort_session(path: Path, threads: int, spinning: bool) -> Any:
@@ -132,68 +99,6 @@ def _ort_session(path: Path, threads: int, spinning: bool) -> Any:
     from ptq_core.runtimes import onnxruntime_session
 
     return onnxruntime_session(path, threads, {"session.intra_op.allow_spinning": "1" if spinning else "0"})
-
-
-def _openvino_throughput(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(
-        str(path),
-        "CPU",
-        {
-            "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": threads,
-            "INFERENCE_PRECISION_HINT": "f32",
-            "ENABLE_CPU_PINNING": False,
-        },
-    )
-    streams = int(compiled.get_property("NUM_STREAMS"))
-    queue = ov.AsyncInferQueue(compiled, streams)
-    outs: dict[int, np.ndarray] = {}
-
-    def done(request: Any, i: int) -> None:
-        outs[i] = np.array(request.get_output_tensor(0).data, copy=True)
-
-    queue.set_callback(done)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        parts = np.array_split(x, streams)
-        for i, part in enumerate(parts):
-            queue.start_async({0: part}, i)
-        queue.wait_all()
-        return np.concatenate([outs[i] for i in range(len(parts))])
-
-    return run
-
-
-def _inductor(path: Path, threads: int, batch: int) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    from ptq_core.models import get_model
-    from ptq_core.runtimes import _module
-    from ptq_core.speed import compile_for
-
-    compiled = _compiled(path)
-    torch.set_num_threads(threads)
-    shape = get_model(_model_of(path)).input_shape
-    compile_for(compiled, torch.zeros((batch, *shape)))  # one shape per batch size (dynamic=False)
-    return _module(compiled, threads)
-
-
-def _model_of(path: Path) -> str:
-    from ptq_core.models import MODELS
-
-    return next(m for m in sorted(MODELS, key=len, reverse=True) if path.name.startswith(m))
-
-
-@functools.cache
-def _compiled(path: Path) -> Any:
-    import torch
-
-    from ptq_core.formats import pt2
-
-    return torch.compile(pt2.load(path).module(), dynamic=False)
 
 
 def predictions(d: Deployment, images: np.ndarray, threads: int = 1, batch: int = 256) -> np.ndarray:
@@ -242,7 +147,7 @@ def group_timer(
         if not d.applies(batch, threads):
             continue
         try:
-            run = functools.partial(runner(d, threads, batch), d.inputs(images[:batch]))
+            run = bound_run(d, images[:batch], threads)
             run()
         except Exception as exc:  # a runtime's own error: a result of this deployment, the others go on
             if failures is not None:
@@ -318,7 +223,7 @@ def group_rows(
 
 
 def macs_of(ws: Any, model: str = DEFAULT_MODEL) -> int:
-    return count_macs(ws.fp32_module(model), _input_shape(model))
+    return count_macs(ws.fp32_module(model), get_model(model).input_shape)
 
 
 def measure(
@@ -364,12 +269,6 @@ def measure(
         "rows": rows,
         "fastest": fastest(rows),
     }
-
-
-def _input_shape(model: str) -> tuple[int, ...]:
-    from ptq_core.models import get_model
-
-    return get_model(model).input_shape
 
 
 def scores(ws: Any, deps: list[Deployment], model: str = DEFAULT_MODEL) -> dict[Any, Any]:

@@ -18,7 +18,7 @@ from ptq_core.formats import FORMATS
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
 from ptq_core.output import check_replaceable, finite, write_folder
-from ptq_core.runtimes import RUNTIMES
+from ptq_core.runtimes import runtimes_for
 
 EXAMPLES = """\
 subcommands, one example each:
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Static post-training quantization of ResNet8 (CIFAR-10) with "
         + ", ".join(BACKENDS)
         + ", scored on "
-        + ", ".join(RUNTIMES)
+        + ", ".join(r.name for r in runtimes_for())
         + ": what 8 bits cost in accuracy.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="accuracy of a model on the 10,000 test images")
     evaluate.add_argument("--model", required=True, type=Path, help="a .onnx or .pt2 (torch.export) file")
     evaluate.add_argument(
-        "--runtime", choices=tuple(RUNTIMES), help="what runs it (default: the first that takes its format)"
+        "--runtime",
+        choices=tuple(r.name for r in runtimes_for()),
+        help="what runs it (default: the first that takes its format)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _source_args(evaluate)

@@ -4,6 +4,10 @@ The same QDQ file runs differently on different runtimes, so every ONNX artifact
 runtime that takes ONNX. OpenVINO's CPU plugin picks bf16 inference on CPUs with AVX-512 BF16 unless
 told otherwise: ``openvino`` asks for f32 (the exact figure), ``openvino_default`` is what a user gets
 without a hint (report only).
+
+A runtime that only deploys (``scored=False``: Inductor, OpenVINO's throughput hint, ONNX Runtime on the uint8
+pixels) is timed and validated by ``ptq bench``, ``ptq tune`` and the speed guards, never in the checks, the
+matrix or the baselines. What a deployment needs beyond scoring is declared on its entry.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.formats import format_of
+
+if TYPE_CHECKING:
+    from ptq_core.matrix import Cell
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -29,13 +36,47 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _always(*_: object) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Runtime:
     name: str
     format: str  # the artifact format it runs
     libraries: tuple[str, ...]  # whose versions key its cached predictions and its baselines
-    load: Callable[[Path, int], Predict]  # (artifact, threads) -> predict(float32 batch) -> scores
-    checked: bool = True  # False: reported beside the others, never asserted
+    load: Callable[[Path, int], Predict] | None = None  # (artifact, threads) -> predict(float32 batch) -> scores
+    checked: bool = True  # False: reported beside the others, never asserted, never a tune candidate or speed guard
+    scored: bool = True  # False: deployed only, never in the checks, the matrix or the baselines
+    deploys: bool = True  # False: scored only (eager torch: a reference, never a deployment)
+    # (artifact, threads, batch shape) -> run(inputs) as deployed; None: as ``load`` scores
+    deploy: Callable[[Path, int, tuple[int, ...]], Predict] | None = None
+    inputs: Callable[[np.ndarray], np.ndarray] | None = None  # the images as it takes them; None: the model's dtype
+    fp32_twin: str = ""  # the runtime whose FP32 its 8-bit deployments are compared with ("": its own)
+    applies: Callable[[int, int], bool] = _always  # (batch, threads) -> whether it is deployed at them
+    serves: Callable[[Cell | None], bool] = _always  # whose artifact it deploys: a cell's, or FP32's (None)
+    artifact: Callable[[Any, Cell], Path] | None = None  # (store, cell) -> what it deploys of a cell; None: the cell's
+
+    def __post_init__(self) -> None:
+        if self.load is None and (self.scored or self.deploy is None):
+            raise ValueError(f"runtime {self.name}: give the load that scores it, or scored=False and a deploy")
+
+    def deployment(self, path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
+        """``run(inputs) -> scores`` on batches of ``shape`` (its first axis the batch size), as deployed."""
+        if self.deploy is not None:
+            return self.deploy(path, threads, shape)
+        assert self.load is not None  # __post_init__
+        return self.load(path, threads)
+
+    def deployed_artifact(self, store: Any, model: str, cell: Cell | None) -> Path | None:
+        """The artifact it deploys of ``cell`` (None: FP32 of ``model``), or None where it deploys none."""
+        if not self.deploys or not self.serves(cell):
+            return None
+        if cell is None:
+            return store.fp32(self.format, model)
+        if cell.backend_spec.format != self.format:
+            return None
+        return self.artifact(store, cell) if self.artifact is not None else store.quantized(cell)
 
 
 def onnxruntime_session(path: Path | str, threads: int | None = None, config: dict[str, str] | None = None) -> Any:
@@ -57,7 +98,15 @@ def onnxruntime_session(path: Path | str, threads: int | None = None, config: di
 
 
 def _onnxruntime(path: Path, threads: int) -> Predict:
-    session = onnxruntime_session(path, threads)
+    return _session_predict(onnxruntime_session(path, threads))
+
+
+def _onnxruntime_sleeping(path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
+    """Idle threads sleep: spinning ones left by one deployment take the cores of the one timed next."""
+    return _session_predict(onnxruntime_session(path, threads, {"session.intra_op.allow_spinning": "0"}))
+
+
+def _session_predict(session: Any) -> Predict:
     name = session.get_inputs()[0].name
 
     def predict(images: np.ndarray) -> np.ndarray:
@@ -101,6 +150,85 @@ def _openvino(precision: str | None) -> Callable[[Path, int], Predict]:
     return load
 
 
+def _openvino_bound(precision: str | None) -> Callable[[Path, int, tuple[int, ...]], Predict]:
+    """OpenVINO's zero-copy input: a tensor sharing a buffer the batch is copied into, then a bare ``infer()``.
+    ``request.infer({0: x})`` costs ~20 us more per call (92 against 73 us for NNCF's cell at batch 1)."""
+
+    def deploy(path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
+        import openvino as ov
+
+        request = openvino_model(path, threads, precision).create_infer_request()
+        buffer = np.zeros(shape, np.float32)
+        request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            if x.shape != buffer.shape:  # another batch size: the plain call
+                return np.array(request.infer({0: x})[0], copy=True)
+            np.copyto(buffer, x)
+            request.infer()
+            return np.array(request.get_output_tensor(0).data, copy=True)
+
+        return run
+
+    return deploy
+
+
+def _openvino_throughput(path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
+    """OpenVINO's throughput hint: one stream per thread, the batch split across them."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(path),
+        "CPU",
+        {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": threads,
+            "INFERENCE_PRECISION_HINT": "f32",
+            "ENABLE_CPU_PINNING": False,
+        },
+    )
+    streams = int(compiled.get_property("NUM_STREAMS"))
+    queue = ov.AsyncInferQueue(compiled, streams)
+    outs: dict[int, np.ndarray] = {}
+
+    def done(request: Any, i: int) -> None:
+        outs[i] = np.array(request.get_output_tensor(0).data, copy=True)
+
+    queue.set_callback(done)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        parts = np.array_split(x, streams)
+        for i, part in enumerate(parts):
+            queue.start_async({0: part}, i)
+        queue.wait_all()
+        return np.concatenate([outs[i] for i in range(len(parts))])
+
+    return run
+
+
+def _inductor(path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
+    """torch.compile with freezing (oneDNN int8 kernels), compiled here for ``shape``: one shape per batch size."""
+    import torch
+
+    from ptq_core.speed import compile_for, inductor
+
+    compiled = inductor(path)
+    torch.set_num_threads(threads)
+    compile_for(compiled, torch.zeros(shape))
+    return _module(compiled, threads)
+
+
+def _uint8_input(store: Any, cell: Cell) -> Path:
+    from ptq_core.bench import uint8_input_model
+
+    return uint8_input_model(store, cell)
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images, dtype=np.uint8)
+
+
 def _torch(path: Path, threads: int) -> Predict:
     from ptq_core.formats.pt2 import eager_module, load
 
@@ -122,16 +250,65 @@ def _module(module: Any, threads: int) -> Predict:
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
-        Runtime("onnxruntime", "onnx", ("onnxruntime",), _onnxruntime),
-        Runtime("openvino", "onnx", ("openvino",), _openvino("f32")),
-        Runtime("openvino_default", "onnx", ("openvino",), _openvino(None), checked=False),
-        Runtime("torch", "pt2", ("torch",), _torch),
+        Runtime("onnxruntime", "onnx", ("onnxruntime",), _onnxruntime, deploy=_onnxruntime_sleeping),
+        Runtime("openvino", "onnx", ("openvino",), _openvino("f32"), deploy=_openvino_bound("f32")),
+        Runtime(
+            "openvino_default", "onnx", ("openvino",), _openvino(None), checked=False, deploy=_openvino_bound(None)
+        ),
+        Runtime("torch", "pt2", ("torch",), _torch, deploys=False),
+        Runtime(
+            "openvino_throughput",
+            "onnx",
+            ("openvino",),
+            scored=False,
+            deploy=_openvino_throughput,
+            applies=lambda batch, threads: batch > 1 and threads > 1,  # streams need a batch and threads to split
+        ),
+        # the ONNX Runtime cell with its input QuantizeLinear dropped (exact when that maps pixels to themselves)
+        Runtime(
+            "onnxruntime_uint8_input",
+            "onnx",
+            ("onnxruntime",),
+            scored=False,
+            deploy=_onnxruntime_sleeping,
+            inputs=_pixels,
+            fp32_twin="onnxruntime",
+            serves=lambda cell: cell is not None and cell.backend == "onnxruntime",
+            artifact=_uint8_input,
+        ),
+        # Inductor's x86 int8 kernels take uint8 activations (tune.UNSERVED)
+        Runtime(
+            "inductor",
+            "pt2",
+            ("torch",),
+            scored=False,
+            deploy=_inductor,
+            serves=lambda cell: cell is None or cell.dtype == "uint8",
+        ),
     )
 }
 
 
-def runtimes_for(fmt: str, checked_only: bool = False) -> tuple[Runtime, ...]:
-    return tuple(r for r in RUNTIMES.values() if r.format == fmt and (r.checked or not checked_only))
+def runtimes_for(fmt: str | None = None, checked_only: bool = False) -> tuple[Runtime, ...]:
+    """The runtimes the suite scores (an artifact of ``fmt``; None: any)."""
+    return tuple(
+        r for r in RUNTIMES.values() if r.scored and fmt in (None, r.format) and (r.checked or not checked_only)
+    )
+
+
+def deploying() -> tuple[Runtime, ...]:
+    """The runtimes ``ptq bench`` deploys on, in registry order."""
+    return tuple(r for r in RUNTIMES.values() if r.deploys)
+
+
+def serving(cell: Cell) -> tuple[Runtime, ...]:
+    """The runtimes that deploy the cell's own artifact, their accuracy checked: where ``ptq tune`` searches and the
+    speed guards watch (at the (batch, threads) each ``applies`` to)."""
+    return tuple(
+        r
+        for r in deploying()
+        if r.format == cell.backend_spec.format and r.checked and r.artifact is None and r.serves(cell)
+    )
 
 
 def get_runtime(name: str) -> Runtime:
@@ -153,6 +330,9 @@ def as_predictor(artifact: Any, model: Any = None, runtime: str | None = None, t
         if not path.is_file():
             raise PTQError(f"model file {path} does not exist: build it with `ptq prepare` or `ptq quantize`")
         rt = get_runtime(runtime) if runtime else runtimes_for(format_of(path).name)[0]
+        if rt.load is None:
+            scored = ", ".join(r.name for r in runtimes_for(rt.format))
+            raise PTQError(f"runtime {rt.name} only deploys (ptq bench, ptq tune): score it on {scored}")
         try:
             raw = rt.load(path, threads)
         except Exception as exc:  # the runtime's own error, or ours wrapping it with advice for a user

@@ -34,6 +34,21 @@ def count_macs(module: Any, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops()) // 2  # torch counts a multiply-accumulate as 2 flops
 
 
+def inductor(path: Path) -> Any:
+    """The .pt2 program under ``torch.compile`` with static shapes, one per program and process: each shape is
+    compiled once (:func:`compile_for`) and every later caller of that shape reuses it."""
+    from ptq_core.formats import pt2
+
+    return _compiled(pt2.load(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(program: Any) -> Any:
+    import torch
+
+    return torch.compile(program.module(), dynamic=False)
+
+
 def compile_for(compiled: Any, example: Any) -> float:
     """Compile ``compiled`` (a ``torch.compile`` wrapper) for ``example``'s shape; the seconds it took.
 
@@ -142,7 +157,7 @@ class Guard:
     """A speed ratio watched in CI: the 8-bit cell against FP32, one thread, on one runtime and batch."""
 
     cell: Any  # ptq_core.matrix.Cell
-    runtime: str  # a runtime name, or "inductor": torch.compile with freezing (oneDNN int8 kernels)
+    runtime: str  # a runtime name
     batch: int
 
     @property
@@ -151,53 +166,39 @@ class Guard:
 
 
 def guards() -> tuple[Guard, ...]:
-    """Each backend's default cell on each checked runtime of its format (.pt2: Inductor, as deployed), b1 and b256."""
+    """Each backend's default cell on each runtime that serves it (runtimes.serving), one thread, b1 and b256."""
     from ptq_core.backends import BACKENDS
     from ptq_core.matrix import Cell
+    from ptq_core.runtimes import serving
 
     return tuple(
-        Guard(cell, runtime, batch)
+        Guard(cell, rt.name, batch)
         for cell in (Cell(backend) for backend in BACKENDS)
-        for runtime in (("inductor",) if cell.backend_spec.format == "pt2" else tuple(r.name for r in cell.runtimes))
+        for rt in serving(cell)
         for batch in (1, 256)
+        if rt.applies(batch, 1)
     )
 
 
-def _inductor(path: Path, example: np.ndarray) -> Callable[[], object]:
-    import torch
-
-    from ptq_core.formats import pt2
-
-    compiled = torch.compile(pt2.load(path).module(), dynamic=False)
-    x = torch.from_numpy(example)
-    compile_for(compiled, x)
-
-    def run() -> object:
-        with torch.no_grad():
-            return compiled(x)
-
-    return run
-
-
 def measure_guard(fp32: Path, quantized: Path, guard: Guard, images: np.ndarray, rounds: int = 15) -> float:
-    """How many times faster the 8-bit model runs than FP32: ``rounds`` interleaved rounds, one thread."""
+    """How many times faster the 8-bit model runs than FP32: ``rounds`` interleaved rounds, one thread; on a
+    scored runtime as the suite scores it, on one that only deploys as deployed."""
     import torch
 
-    from ptq_core.runtimes import as_predictor
+    from ptq_core.runtimes import as_predictor, get_runtime
 
-    x = float_images(images[: guard.batch])
+    model, rt = guard.cell.model_spec, get_runtime(guard.runtime)
+    x = images[: guard.batch]
+    x = rt.inputs(x) if rt.inputs is not None else np.ascontiguousarray(x, dtype=model.input_dtype)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if guard.runtime == "inductor":
-            fns = {"fp32": _inductor(fp32, x), "8bit": _inductor(quantized, x)}
+        paths = {"fp32": fp32, "8bit": quantized}
+        if rt.scored:
+            predictors = {name: as_predictor(p, model, rt.name, threads=1) for name, p in paths.items()}
         else:
-            model = guard.cell.model_spec
-            predictors = {
-                name: as_predictor(p, model, guard.runtime, threads=1)
-                for name, p in (("fp32", fp32), ("8bit", quantized))
-            }
-            fns = {name: functools.partial(predict, x) for name, predict in predictors.items()}
+            predictors = {name: rt.deployment(p, 1, x.shape) for name, p in paths.items()}
+        fns = {name: functools.partial(predict, x) for name, predict in predictors.items()}
         timer = PairedTimer(fns)
         for _ in range(rounds):
             timer.round()

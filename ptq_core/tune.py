@@ -4,8 +4,9 @@ Protocol: the cells calibrate on their 200 stratified train images; a stratified
 train images decides everything (which candidates hold ``max_drop``, which layers stay in float); the test
 split is scored once, at the end, for the chosen model and its FP32 twin only. The search space is every
 cell of every backend, each calibrated on 200 and on 1,000 train images (``--calibration-samples``; entropy
-and distribution cells on 200 only): an ONNX cell on every checked runtime that runs it, a PT2E cell compiled
-by Inductor (``INDUCTOR``, as ``ptq bench`` serves it); ONNX Runtime's percentile and entropy cells with other
+and distribution cells on 200 only), on every runtime that serves it as ``ptq bench`` deploys it
+(``runtimes.serving``: an ONNX cell on ONNX Runtime and OpenVINO, a PT2E cell compiled by Inductor); ONNX
+Runtime's percentile and entropy cells with other
 calibrator settings (``CALIBRATOR_VARIANTS``); and mixed precision in ONNX Runtime (``nodes_to_exclude``) and
 PT2E (a per-module quantizer config): the fast cell of each (``MIXED_CELLS``) with its most sensitive conv/linear
 layers left in float (ranked by reverting one layer at a time, as NNCF's accuracy control does), added until
@@ -15,7 +16,6 @@ the drop holds. Among the candidates within ``max_drop`` of FP32 on validation, 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -35,7 +35,7 @@ from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL, get_model
 from ptq_core.platform import cpu_capability
-from ptq_core.runtimes import runtimes_for
+from ptq_core.runtimes import get_runtime, runtimes_for, serving
 
 VALIDATION_SIZE, VALIDATION_SEED = 5000, 1
 TUNE_DIR = "tune"
@@ -44,9 +44,6 @@ SPEED_BATCH, SPEED_ROUNDS, HEAD_TO_HEAD_ROUNDS = 256, 5, 31
 # the same OpenVINO candidates 3.29-3.32x apart by ~1 % from run to run, and runtimes differ by far more
 # (OpenVINO ~3.3x, ONNX Runtime ~2.0x).
 SPEED_TIE = 0.05
-# PT2E candidates are served compiled by Inductor: validated, timed and scored there, each compiled once per
-# process (tens of seconds cold, ~6 s from Inductor's cache). Eager torch is a reference, never a deployment.
-INDUCTOR = "inductor"
 # Mixed precision starts from the fast cell of each backend with a per-layer float option; the layers are ranked
 # on the runtime named here (eager torch for PT2E: no compile per ranking build).
 MIXED_CELLS = {Cell("onnxruntime", "u8s8"): "onnxruntime", Cell("pytorch", "uint8"): "torch"}
@@ -128,12 +125,12 @@ class Candidate:
 
 def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.ndarray:
     from ptq_core.eval import predict_scores
-    from ptq_core.models import get_model
 
-    if runtime == INDUCTOR:  # as it is timed: 1 thread, batches of SPEED_BATCH (one compiled shape)
+    if not get_runtime(runtime).scored:  # as it is timed: 1 thread, batches of SPEED_BATCH (Inductor: one shape)
         from ptq_core.bench import Deployment, predictions
 
-        return predictions(Deployment(INDUCTOR, path.stem, path), images, threads=1, batch=SPEED_BATCH)
+        d = Deployment(runtime, path.stem, path, get_model(model))
+        return predictions(d, images, threads=1, batch=SPEED_BATCH)
     return predict_scores(path, images, get_model(model), runtime, batch_size=500).argmax(axis=1)
 
 
@@ -143,16 +140,15 @@ def _predict(path: Path, runtime: str, images: np.ndarray, model: str) -> np.nda
 UNSERVED = "PT2E cells with int8 activations: Inductor's x86 int8 kernels take uint8 activations"
 
 
-def serving(cell: Cell) -> tuple[str, ...]:
-    """The runtimes a cell's artifact is a candidate on (none: see ``UNSERVED``)."""
-    if cell.backend_spec.format == "pt2":
-        return (INDUCTOR,) if cell.dtype == "uint8" else ()
-    return tuple(rt.name for rt in cell.runtimes)
+def candidate_runtimes(cell: Cell) -> tuple[str, ...]:
+    """The runtimes a cell's artifact is a candidate on: those serving it at the timed batch and thread (a PT2E
+    cell with int8 activations: none, ``UNSERVED``)."""
+    return tuple(rt.name for rt in serving(cell) if rt.applies(SPEED_BATCH, 1))
 
 
 def fp32_for(ws: Any, runtime: str, model: str) -> Path:
     """The FP32 model a candidate on ``runtime`` is compared with: the same format on the same runtime."""
-    return ws.fp32("pt2" if runtime in (INDUCTOR, "torch") else "onnx", model)
+    return ws.fp32(get_runtime(runtime).format, model)
 
 
 def validation_predictions(
@@ -164,11 +160,11 @@ def validation_predictions(
         "runtime": runtime,
         "pool_sha256": ws.data_sha256(pool),
         "indices_sha256": digest(indices),
-        # Inductor candidates run through bench (and speed's compile); the others through eval and runtimes
+        # a runtime that only deploys runs through bench (and speed's compile); the others through eval and runtimes
         "code": cache.code_digest(
-            ("eval", "runtimes", "models", "tune", *(("bench", "speed") if runtime == INDUCTOR else ()))
+            ("eval", "runtimes", "models", "tune", *(() if get_runtime(runtime).scored else ("bench", "speed")))
         ),
-        "versions": cache.library_versions(tuple(r for r in _libraries(runtime))),
+        "versions": cache.library_versions(get_runtime(runtime).libraries),
         "cpu": cpu_capability(),  # the kernels a runtime picks: AMX and VNNI flip different images
     }
     images = ws.split(pool).images[indices]
@@ -180,12 +176,6 @@ def validation_predictions(
 
     out = ws.models_dir / TUNE_DIR / "predictions" / f"{path.name}.{runtime}.{digest(indices)[:12]}.npy"
     return np.load(cache.build_once(out, key, build)).astype(np.int64)
-
-
-def _libraries(runtime: str) -> tuple[str, ...]:
-    from ptq_core.runtimes import get_runtime
-
-    return ("torch",) if runtime == INDUCTOR else get_runtime(runtime).libraries
 
 
 def mixed_precision(ws: Any, cell: Cell, float_layers: tuple[str, ...]) -> Path:
@@ -280,8 +270,6 @@ def nncf_accuracy_control(
     import io
     import logging
 
-    from ptq_core.models import get_model
-
     fp32 = ws.fp32("onnx", model)
     calib = ws.calibration(CalibrationConfig())
     source = ws.split(pool)
@@ -352,6 +340,13 @@ def float_deployments(
         if rt == "onnxruntime" or (reference - float((pred == labels).mean())) * 100 <= max_drop:
             out[f"fp32 on {rt}"] = rt
     return out
+
+
+def _checked_as(runtime: str) -> str:
+    """The runtime whose known failures a candidate on ``runtime`` has: its own, or (one that only deploys) its
+    format's first scored runtime (PT2E on Inductor: eager torch's)."""
+    rt = get_runtime(runtime)
+    return rt.name if rt.scored else runtimes_for(rt.format)[0].name
 
 
 def _cells(ws: Any, model: str) -> tuple[Cell, ...]:
@@ -430,9 +425,8 @@ def tune(
     """Search, choose and score once on the test split; the json-ready trace of all of it."""
     import fnmatch
 
-    from ptq_core.bench import Deployment, runner
+    from ptq_core.bench import Deployment, bound_run
     from ptq_core.cli import max_drop_points
-    from ptq_core.models import get_model
     from ptq_core.speed import PairedTimer
     from ptq_core.stats import mcnemar_exact, wilson_interval
 
@@ -465,12 +459,12 @@ def tune(
         for c in _cells(ws, model)
         if not patterns or any(fnmatch.fnmatch(c.id.removeprefix(f"{model}-"), p) for p in patterns)
     ]
-    if not any(serving(c) for c in cells):
+    if not any(candidate_runtimes(c) for c in cells):
         names = ", ".join(c.id.removeprefix(f"{model}-") for c in _cells(ws, model)[:2])
         raise PTQError(
             f"--cells {' '.join(patterns)} matches no searched cell of {model}: cells are named like {names}"
         )
-    served = {rt for c in cells for rt in serving(c)} | {rt.name for rt in runtimes_for("onnx", True)}
+    served = {rt for c in cells for rt in candidate_runtimes(c)} | {rt.name for rt in runtimes_for("onnx", True)}
     fp32_val, unserved = {}, {}
     for name in sorted(served):
         try:
@@ -480,16 +474,16 @@ def tune(
     fp32_acc = {rt: float((p == val_labels).mean()) for rt, p in fp32_val.items()}
     say(f"validation: {len(val)} {pool.split} images; FP32 " + ", ".join(f"{k} {v:.2%}" for k, v in fp32_acc.items()))
 
-    if any(not serving(c) for c in cells):
+    if any(not candidate_runtimes(c) for c in cells):
         say(f"not searched: {UNSERVED}")
     candidates = [
         Candidate(c, rt, ws.quantized(c, config), calibration=config)
         for c in cells
         for config in configs
         if config.is_default or c.calibrator not in ONE_SIZE_CALIBRATORS
-        for rt in serving(c)
-        # measured far outside any drop (PT2E's checks run on eager torch)
-        if not known_failure(c, "check_accuracy_vs_fp32", {INDUCTOR: "torch"}.get(rt, rt))
+        for rt in candidate_runtimes(c)
+        # measured far outside any drop (a runtime that only deploys: by the checks on its format's first runtime)
+        if not known_failure(c, "check_accuracy_vs_fp32", _checked_as(rt))
     ]
     if not candidates:
         raise PTQError(
@@ -528,11 +522,11 @@ def tune(
         return row
 
     variants = (
-        Candidate(c, rt.name, calibrator_variant(ws, c, options), options=tuple(options.items()))
+        Candidate(c, rt, calibrator_variant(ws, c, options), options=tuple(options.items()))
         for c in cells
         if c.backend == "onnxruntime"
         for options in CALIBRATOR_VARIANTS.get(c.calibrator, ())
-        for rt in c.runtimes
+        for rt in candidate_runtimes(c)
     )
     for cand in itertools.chain(candidates, variants):  # variants are built as the search reaches them
         if deadline and time.perf_counter() > deadline and rows:  # at least one candidate, whatever the budget
@@ -543,7 +537,7 @@ def tune(
     # mixed precision: revert one layer at a time, rank by the accuracy it gives back, revert the worst first
     for mixed_cell, ranking_runtime in MIXED_CELLS.items():
         base_cell = mixed_cell.replace(model=model)
-        runtime = serving(base_cell)[0]
+        runtime = candidate_runtimes(base_cell)[0]
         base = next(
             (
                 r
@@ -617,18 +611,19 @@ def tune(
         rows, key=lambda r: r["validation_drop_points"]
     )[:3]
     timed += nncf_rows
-    x = np.ascontiguousarray(source.images[val[:SPEED_BATCH]], dtype=get_model(model).input_dtype)
+    images, spec = source.images[val[:SPEED_BATCH]], get_model(model)
     floats = float_deployments(ws, fp32, model, val, val_labels, fp32_acc["onnxruntime"], max_drop, pool.split)
-    fns = {name: runner(Deployment(rt, "fp32", fp32), 1, SPEED_BATCH) for name, rt in floats.items()}
+    fns = {name: bound_run(Deployment(rt, "fp32", fp32, spec), images, 1) for name, rt in floats.items()}
     for r in list(timed):
         try:
-            fns[r["candidate"]] = runner(Deployment(r["runtime"], r["cell"], Path(r["artifact"])), 1, SPEED_BATCH)
+            d = Deployment(r["runtime"], r["cell"], Path(r["artifact"]), spec)
+            fns[r["candidate"]] = bound_run(d, images, 1)
         except Exception as exc:  # the runtime cannot deploy it at the timed batch: a result, the rest go on
             timed.remove(r)
             failed.append({**{k: r[k] for k in ("candidate", "cell", "runtime")}, "outcome": "failed to load",
                            "reason": reason_of(exc.__cause__ or exc)})  # fmt: skip
             r["deployment_failed"] = failed[-1]["reason"]  # never chosen: it cannot be served
-    timer = PairedTimer({k: functools.partial(f, x) for k, f in fns.items()})
+    timer = PairedTimer(fns)
     say(f"timing {len(timed)} candidates against ORT FP32, batch {SPEED_BATCH}, 1 thread, {SPEED_ROUNDS} rounds")
     for _ in range(SPEED_ROUNDS):
         timer.round()
@@ -693,7 +688,7 @@ def tune(
     if best.get("vs_ort_fp32") is not None:
         # one interleaved run of SPEED_ROUNDS leaves +-2.5 % between ResNet8 candidates of the same graph: the
         # answer to "as fast as NNCF's?" gets rounds of its own
-        duel = PairedTimer({r["candidate"]: functools.partial(fns[r["candidate"]], x) for r in (best, nncf_best)})
+        duel = PairedTimer({r["candidate"]: fns[r["candidate"]] for r in (best, nncf_best)})
         for _ in range(HEAD_TO_HEAD_ROUNDS):
             duel.round()
         pairs = list(zip(duel.seconds[best["candidate"]], duel.seconds[nncf_best["candidate"]], strict=True))

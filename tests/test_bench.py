@@ -54,8 +54,9 @@ def test_the_fastest_deployment_is_the_fastest_honest_one() -> None:
 
 @pytest.mark.slow
 def test_a_deployment_is_scored_as_it_runs(ws, quantized, evaluated) -> None:
-    path = quantized(Cell("onnxruntime", "u8s8"))
-    d = bench.Deployment("onnxruntime", Cell("onnxruntime", "u8s8").id, path)
+    cell = Cell("onnxruntime", "u8s8")
+    path = quantized(cell)
+    d = bench.Deployment("onnxruntime", cell.id, path, cell.model_spec)
     test = ws.split("test")
     assert bench.accuracy(d, test.images, test.labels) == evaluated(path, "onnxruntime").accuracy
 
@@ -67,13 +68,14 @@ def test_openvino_from_its_bound_input_predicts_as_the_scoring_runtime(ws, evalu
     cell = Cell("nncf")
     path = ws.quantized(cell)
     images = ws.split("test").images[:600]  # 256-image batches: two full ones and a padded one
-    got = bench.predictions(bench.Deployment(runtime, cell.id, path), images, threads=1, batch=batch)
+    d = bench.Deployment(runtime, cell.id, path, cell.model_spec)
+    got = bench.predictions(d, images, threads=1, batch=batch)
     assert np.array_equal(got, evaluated(path, runtime).predictions[:600])
 
 
 @pytest.mark.slow
 def test_the_uint8_input_deployment_takes_pixels_and_predicts_as_its_cell(ws, evaluated) -> None:
-    d = next(d for d in bench.deployments(ws) if d.runtime == bench.ORT_UINT8_INPUT)
+    d = next(d for d in bench.deployments(ws) if d.runtime == "onnxruntime_uint8_input")
     cell = Cell("onnxruntime", "u8s8")
     assert d.model == cell.id and d.fp32_twin == ("onnxruntime", "fp32")
     test = ws.split("test")

@@ -33,7 +33,7 @@ from ptq_core.backends import BACKENDS
 from ptq_core.matrix import Cell
 from ptq_core.models import get_model
 from ptq_core.runtimes import onnxruntime_session
-from ptq_core.speed import SIGNED_ACTIVATIONS_ERROR, PairedTimer, compile_for, count_macs, float_images
+from ptq_core.speed import SIGNED_ACTIVATIONS_ERROR, PairedTimer, compile_for, count_macs, float_images, inductor
 
 pytestmark = pytest.mark.benchmark
 
@@ -172,8 +172,8 @@ def torch_model(fp32_pt2: Path, quantized, torch_threads: int):  # type: ignore[
     @functools.cache
     def load(name: str) -> TorchModel:
         dtype, mode = name.split("-")
-        module = pt2.load(fp32_pt2 if dtype == "fp32" else quantized(Cell("pytorch", dtype))).module()
-        fn = torch.compile(module, dynamic=False) if mode == "compiled" else module
+        path = fp32_pt2 if dtype == "fp32" else quantized(Cell("pytorch", dtype))
+        fn = inductor(path) if mode == "compiled" else pt2.load(path).module()
 
         def run(x: Any) -> Any:
             with torch.no_grad():

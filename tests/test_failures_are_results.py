@@ -331,12 +331,13 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
 
     u8s8, int8, _ = REPORT_CELLS
     inject(refuse=(int8.id,), nan_in=(u8s8.id,))
+    spec = u8s8.model_spec
     deps = [
-        Deployment("onnxruntime", "fp32", ws.fp32("onnx")),
-        Deployment("openvino_default", "fp32", ws.fp32("onnx")),
-        Deployment("onnxruntime", u8s8.id, ws.quantized(u8s8)),
-        Deployment(FAULTY, int8.id, ws.quantized(int8)),
-        Deployment(FAULTY, u8s8.id, ws.quantized(u8s8)),
+        Deployment("onnxruntime", "fp32", ws.fp32("onnx"), spec),
+        Deployment("openvino_default", "fp32", ws.fp32("onnx"), spec),
+        Deployment("onnxruntime", u8s8.id, ws.quantized(u8s8), spec),
+        Deployment(FAULTY, int8.id, ws.quantized(int8), spec),
+        Deployment(FAULTY, u8s8.id, ws.quantized(u8s8), spec),
     ]
     monkeypatch.setattr(bench, "deployments", lambda ws, model: deps)
     monkeypatch.setattr(bench, "macs_of", lambda ws, model: 12_500_000)  # ResNet8's; counting it builds torch's
