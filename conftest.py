@@ -7,7 +7,6 @@ xdist workers share one build and a second run reuses it.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -104,22 +103,9 @@ def artifact(quantized, cell: Cell) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def context(ws: Workspace, quantized, evaluated, test_split):  # type: ignore[no-untyped-def]
+def context(ws: Workspace):  # type: ignore[no-untyped-def]
     """``context(subject) -> checks.Context``: one per cell and worker, shared by its checks."""
-
-    @functools.cache
-    def for_cell(cell: Cell) -> Context:
-        artifact = quantized(cell)
-        return Context(
-            cell=cell,
-            artifact=artifact,
-            fp32=ws.fp32(cell.backend_spec.format, cell.model),
-            evaluate=evaluated,
-            images=test_split.images[:64],
-            calibration=ws.calibration(CalibrationConfig()),
-            record=json.loads(artifact.with_name(artifact.name + ".key.json").read_text())["key"],
-            sibling=quantized,
-        )
+    for_cell = functools.cache(lambda cell: Context.of(ws, cell))
 
     def get(subject: Subject) -> Context:
         ctx = for_cell(subject.cell)

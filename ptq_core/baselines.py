@@ -2,7 +2,7 @@
 
 A baseline is ``<root>/<baseline id>/<subject>.yml`` (correct count, agreement with FP32, predictions
 digest) beside ``<subject>.npy`` (the 10,000 predicted classes). The baseline id names the CPU capability
-and the versions of the libraries the subject depends on (``ptq_core.platform.baseline_id``), so an
+and the versions of the libraries the subject depends on (``ptq_core.machine.baseline_id``), so an
 upgrade of one library meets new ids only for the cells that use it.
 """
 

@@ -114,6 +114,15 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".key.json")
 
 
+def built_key(path: Path) -> dict[str, Any]:
+    """The key the artifact at ``path`` was built under (its ``.key.json`` record)."""
+    record = _read_sidecar(path)
+    if record is None or not isinstance(record.get("key"), dict):
+        raise PTQError(f"{path} has no readable build record {_sidecar(path).name}: delete both and rebuild")
+    key: dict[str, Any] = record["key"]
+    return key
+
+
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(_sidecar(path).read_text())

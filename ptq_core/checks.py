@@ -49,6 +49,26 @@ class Context:
     max_drop: float = MAX_ACCURACY_DROP_POINTS
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def of(cls, store: Any, cell: Cell, max_drop: float = MAX_ACCURACY_DROP_POINTS) -> Context:
+        """The context of ``cell`` in an artifact store (the suite's ``Workspace``, a user's ``UserStore``): its
+        artifact built once, scored on the store's test images with cached predictions."""
+        from ptq_core.cache import built_key
+        from ptq_core.predictions import result_on_test
+
+        artifact = store.quantized(cell)
+        return cls(
+            cell=cell,
+            artifact=artifact,
+            fp32=store.fp32(cell.backend_spec.format, cell.model),
+            evaluate=lambda path, runtime: result_on_test(store, path, runtime, cell.model),
+            images=store.split("test").images[:64],
+            calibration=store.calibration(),
+            record=built_key(artifact),
+            sibling=store.quantized,
+            max_drop=max_drop,
+        )
+
     def on(self, runtime: str) -> Context:
         return Context(**{**self.__dict__, "runtime": runtime, "_cache": self._cache})
 
@@ -70,8 +90,9 @@ class Context:
     def result(self, fp32: bool = False) -> EvalResult:
         """The cell's (or FP32's) result on this runtime; a failed evaluation fails the check with its reason."""
         assert self.runtime, "a per-runtime check needs ctx.on(runtime)"
+        path, runtime = (self.fp32 if fp32 else self.artifact), self.runtime
         try:
-            return self.evaluate(self.fp32 if fp32 else self.artifact, self.runtime)
+            return self._once(f"result of {path} on {runtime}", lambda: self.evaluate(path, runtime))  # type: ignore[no-any-return]
         except EvaluationFailed as exc:
             raise CheckFailed(f"{self.cell.id} on {self.runtime}: {'FP32 ' if fp32 else ''}{exc}") from exc
 
@@ -262,7 +283,7 @@ class KnownFailure:
     """Checks that fail on these cells (and runtimes), with the measured reason. They run as xfail(strict).
 
     A known failure belongs to what it was measured on: the registered models it names (never a user's
-    model), the CPU capabilities (``platform.cpu_capability()``) and the library releases."""
+    model), the CPU capabilities (``machine.cpu_capability()``) and the library releases."""
 
     models: tuple[str, ...]
     applies: Callable[[Cell], bool]
@@ -361,7 +382,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
 
 def known_failure(cell: Cell, check: str, runtime: str | None = None, cpu: str | None = None) -> str | None:
     """The measured reason ``check`` fails on ``cell`` (on ``runtime``, on this CPU or ``cpu``), else None."""
-    from ptq_core.platform import cpu_capability
+    from ptq_core.machine import cpu_capability
 
     cpu = cpu or cpu_capability()
     for known in KNOWN_FAILURES:

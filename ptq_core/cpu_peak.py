@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from ptq_core.platform import cpu_flags
+from ptq_core.machine import cpu_flags
 
 PROBE = Path(__file__).with_name("probes") / "int8_peak.c"
 # The slowest clock a loaded core runs at (the lowest P-state of x86 and arm64 server and desktop parts is

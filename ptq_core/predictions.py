@@ -14,8 +14,8 @@ import numpy as np
 from ptq_core import cache, sources
 from ptq_core.eval import EvalResult, predict_scores, score
 from ptq_core.formats import format_of
+from ptq_core.machine import cpu_capability
 from ptq_core.models import DEFAULT_MODEL, get_model
-from ptq_core.platform import cpu_capability
 from ptq_core.runtimes import get_runtime, runtimes_for
 from ptq_core.workspace import ArtifactStore
 

@@ -19,9 +19,9 @@ from ptq_core.checks import EVALUATION, MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RA
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import Evaluation, EvaluationFailed, Outcome, failed, reason_of
 from ptq_core.formats import FORMATS
+from ptq_core.machine import cpu_capability, cpu_flags, libraries_of
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL
-from ptq_core.platform import cpu_capability, cpu_flags, libraries_of
 from ptq_core.predictions import predictions_on_test
 from ptq_core.runtimes import get_runtime, runtimes_for
 from ptq_core.stats import accuracy_row

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from ptq_core.evaluation import Outcome as Evaluated
 from ptq_core.evaluation import failed as failed_entry
 from ptq_core.matrix import Cell, cells_of
 from ptq_core.output import check_replaceable, write_folder
-from ptq_core.predictions import predictions_on_test, result_on_test
+from ptq_core.predictions import predictions_on_test
 from ptq_core.runtimes import runtimes_for
 from ptq_core.user import DEFAULT_SAMPLES, UserStore
 
@@ -82,21 +81,7 @@ def user_cells(store: UserStore, patterns: tuple[str, ...] = ()) -> tuple[Cell, 
 
 
 def context(store: UserStore, max_drop: float) -> Callable[[Cell], Context]:
-    def for_cell(cell: Cell) -> Context:
-        artifact = store.quantized(cell)
-        return Context(
-            cell=cell,
-            artifact=artifact,
-            fp32=store.fp32("onnx"),
-            evaluate=lambda path, rt: result_on_test(store, path, rt, store.model.name),
-            images=store.data.images[:64],
-            calibration=store.calib,
-            record=json.loads(artifact.with_name(artifact.name + ".key.json").read_text())["key"],
-            sibling=store.quantized,
-            max_drop=max_drop,
-        )
-
-    return for_cell
+    return lambda cell: Context.of(store, cell, max_drop)
 
 
 def checks_not_run(store: UserStore) -> dict[str, str]:

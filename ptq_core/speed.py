@@ -307,7 +307,7 @@ def speed_platform() -> str:
     import platform
 
     from ptq_core.cpu_peak import int8_peak
-    from ptq_core.platform import cpu_capability
+    from ptq_core.machine import cpu_capability
 
     peak = int8_peak()
     unit = f"-{round(peak.macs_per_instruction * peak.instructions_per_cycle)}macs" if peak else ""

@@ -32,9 +32,9 @@ from ptq_core.calibration import CalibrationConfig, stratified_indices
 from ptq_core.checks import known_failure
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
+from ptq_core.machine import cpu_capability
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL, get_model
-from ptq_core.platform import cpu_capability
 from ptq_core.runtimes import get_runtime, runtimes_for, serving
 
 VALIDATION_SIZE, VALIDATION_SEED = 5000, 1

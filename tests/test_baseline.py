@@ -1,7 +1,7 @@
 """Each cell on each runtime against its committed baseline (tests/baselines/<baseline id>/<subject>.yml).
 
 A baseline id is the CPU capability plus the versions of the libraries the cell and its runtime depend on
-(``ptq_core.platform.baseline_id``), so upgrading one library meets new ids only in the cells that use it.
+(``ptq_core.machine.baseline_id``), so upgrading one library meets new ids only in the cells that use it.
 The rule (``ptq_core.baselines.judge``): under its own id a subject's predictions must be identical, image
 for image. Under a new id, identical predictions to another id's baseline pass; a drop of more than
 ``--ptq-tolerance`` points fails, naming the flipped images; a smaller change or a gain passes with a
@@ -18,7 +18,7 @@ import pytest
 
 from ptq_core import baselines, checks
 from ptq_core.checks import Subject
-from ptq_core.platform import baseline_id
+from ptq_core.machine import baseline_id
 from ptq_core.predictions import predictions_on_test
 from ptq_core.stats import accuracy_row
 

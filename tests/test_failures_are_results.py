@@ -290,7 +290,7 @@ def test_every_onnx_cell_compiles_on_openvino_at_its_default_precision(cell: Cel
     every cell there; a measured failure is a strict xfail on the CPU and release it was measured on. A compile
     that worked is remembered under the artifact's digest, the release and the CPU (a failed one never is)."""
     from ptq_core import cache, sources
-    from ptq_core.platform import cpu_capability
+    from ptq_core.machine import cpu_capability
 
     artifact = quantized(cell)
 

@@ -32,9 +32,9 @@ from ptq_core.baselines import BaselineChanged
 from ptq_core.calibration import CalibrationConfig, CalibrationSet
 from ptq_core.cifar10 import read_batch
 from ptq_core.errors import PTQError
+from ptq_core.machine import baseline_id, libraries_of
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
-from ptq_core.platform import baseline_id, libraries_of
 from ptq_core.runtimes import RUNTIMES, Runtime
 from ptq_core.user import check_labels
 from ptq_core.workspace import ArtifactStore

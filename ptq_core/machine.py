@@ -1,4 +1,4 @@
-"""What a baseline is keyed by: the CPU capability that picks the int8 kernels, and library versions."""
+"""The machine a result belongs to: the CPU capability that picks the int8 kernels, and baseline ids."""
 
 from __future__ import annotations
 
