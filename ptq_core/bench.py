@@ -18,6 +18,7 @@ import numpy as np
 
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, known_failure
 from ptq_core.evaluation import EvaluationFailed
+from ptq_core.formats.onnx import uint8_input
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, Model, get_model
 from ptq_core.runtimes import Runtime, deploying, get_runtime
@@ -25,6 +26,7 @@ from ptq_core.speed import PairedTimer, count_macs, float_images
 
 REFERENCE = ("onnxruntime", "fp32")
 BATCHES, THREADS = (1, 256), (1, 2)
+ROUNDS = 7  # interleaved rounds per (batch, threads) group
 
 
 @dataclass(frozen=True)
@@ -67,20 +69,6 @@ def deployments(ws: Any, model: str = DEFAULT_MODEL) -> list[Deployment]:
         for rt in deploying()
         if (path := rt.deployed_artifact(ws, model, cell)) is not None
     ]
-
-
-def uint8_input_model(ws: Any, cell: Cell) -> Path:
-    """``uint8_input`` of the cell's QDQ model, built once beside the suite's artifacts."""
-    from ptq_core import cache, sources
-
-    qdq = ws.quantized(cell)
-    key = {
-        "qdq_sha256": sources.file_digest(qdq),
-        "code": cache.code_digest(("bench", "formats/onnx")),
-        "versions": cache.library_versions(("onnx",)),
-    }
-    out = ws.models_dir / "deploy" / f"{cell.id}-uint8-input.onnx"
-    return cache.build_once(out, key, lambda tmp: uint8_input(qdq, tmp))
 
 
 def runner(d: Deployment, threads: int, batch: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -231,7 +219,7 @@ def measure(
     model: str = DEFAULT_MODEL,
     batches: tuple[int, ...] = BATCHES,
     threads: tuple[int, ...] = THREADS,
-    rounds: int = 7,
+    rounds: int = ROUNDS,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Every deployment at every batch and thread count; ratios to ORT FP32 from the same interleaved rounds."""
@@ -386,39 +374,6 @@ def markdown(bench: dict[str, Any]) -> str:
             f"{_x(r.get('vs_best_float'))} the fastest float ({r.get('best_float')}), {r['accuracy']:.2%}{verdict}"
         )
     return "\n".join(lines) + "\n"
-
-
-def uint8_input(qdq: Path, out: Path) -> None:
-    """The QDQ model taking the raw uint8 pixels: the QuantizeLinear of the input is dropped, which is exact
-    only when it maps pixels to themselves (scale 1, zero point 0: minmax over [0, 255] gives exactly that)."""
-    import onnx
-    from onnx import TensorProto, numpy_helper
-
-    from ptq_core.formats.onnx import MOVE_OPS
-
-    proto = onnx.load(str(qdq))
-    g = proto.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    tensor = g.input[0].name
-    moved = []  # tensors between the input and its QuantizeLinear: uint8 now
-    consumers = [n for n in g.node if tensor in n.input]
-    while len(consumers) == 1 and consumers[0].op_type in MOVE_OPS:
-        tensor = consumers[0].output[0]
-        moved.append(tensor)
-        consumers = [n for n in g.node if tensor in n.input]
-    (q,) = consumers
-    scale, zero = inits[q.input[1]], inits[q.input[2]]
-    if q.op_type != "QuantizeLinear" or float(scale) != 1.0 or int(zero) != 0 or zero.dtype != np.uint8:
-        raise ValueError(f"the input's QuantizeLinear is not exact on uint8 pixels (scale {scale}, zero point {zero})")
-    for node in g.node:
-        node.input[:] = [tensor if i == q.output[0] else i for i in node.input]
-    g.node.remove(q)
-    g.input[0].type.tensor_type.elem_type = TensorProto.UINT8
-    for info in g.value_info:
-        if info.name in moved:
-            info.type.tensor_type.elem_type = TensorProto.UINT8
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(out))
 
 
 def ort_attempts(

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from ptq_core.options import max_drop_points  # light: the plugin loads in every pytest run
+
 _INPUTS = pytest.StashKey[Any]()
 CHECKS_MODULE = Path(__file__).with_name("plugin_checks.py")
 
 
 def _max_drop(text: str) -> float:
     """``--ptq-max-drop``: the validator of ``ptq run --max-drop`` (a bad value is a pytest UsageError)."""
-    from ptq_core.cli import max_drop_points  # imported only when the option is given: the plugin loads in every run
-
     return max_drop_points(text, "--ptq-max-drop")
 
 
@@ -34,7 +34,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="`images` (and `labels`) to calibrate from (default: a stratified subset of --ptq-data)",
     )
     group.addoption(
-        "--ptq-max-drop", metavar="POINTS", type=_max_drop, default=3.0, help="accuracy drop that fails (default 3)"
+        "--ptq-max-drop",
+        metavar="POINTS",
+        type=_max_drop,
+        help="accuracy drop against FP32 that fails a cell (default: as ptq run --max-drop)",
     )
     group.addoption(
         "--ptq-cells",
@@ -74,7 +77,10 @@ def pytest_configure(config: pytest.Config) -> None:
         cells = user_cells(inputs.open(), tuple(config.getoption("ptq_cells")))
     except PTQError as exc:
         raise pytest.UsageError(str(exc)) from exc
-    config.stash[_INPUTS] = (inputs, cells, config.getoption("ptq_max_drop"))
+    from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
+
+    max_drop = config.getoption("ptq_max_drop")
+    config.stash[_INPUTS] = (inputs, cells, MAX_ACCURACY_DROP_POINTS if max_drop is None else max_drop)
     config.args[:] = [str(CHECKS_MODULE)]  # the checks of this model, not the tests of the folder it runs in
 
 

@@ -209,7 +209,7 @@ def run(
     say: Callable[[str], None] = _stderr,
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Build, score and check every cell; write ``out``; return the results and the check outcomes."""
-    from ptq_core.cli import max_drop_points
+    from ptq_core.options import max_drop_points
     from ptq_core.results import collect, failed_evaluations
 
     max_drop = max_drop_points(max_drop)  # the one validator of --max-drop, --ptq-max-drop and max_drop

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +24,7 @@ from ptq_core.errors import PTQError
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.formats import format_of
 
-if TYPE_CHECKING:
-    from ptq_core.matrix import Cell
+Cell = Any  # a ``matrix.Cell``: the matrix reads this registry, so it is not imported here
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -211,7 +210,7 @@ def _inductor(path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
     """torch.compile with freezing (oneDNN int8 kernels), compiled here for ``shape``: one shape per batch size."""
     import torch
 
-    from ptq_core.speed import compile_for, inductor
+    from ptq_core.inductor import compile_for, inductor
 
     compiled = inductor(path)
     torch.set_num_threads(threads)
@@ -219,10 +218,19 @@ def _inductor(path: Path, threads: int, shape: tuple[int, ...]) -> Predict:
     return _module(compiled, threads)
 
 
-def _uint8_input(store: Any, cell: Cell) -> Path:
-    from ptq_core.bench import uint8_input_model
+def uint8_input_model(store: Any, cell: Cell) -> Path:
+    """The cell's QDQ model taking uint8 pixels (``formats.onnx.uint8_input``), built once beside its artifacts."""
+    from ptq_core import cache, sources
+    from ptq_core.formats.onnx import uint8_input
 
-    return uint8_input_model(store, cell)
+    qdq = store.quantized(cell)
+    key = {
+        "qdq_sha256": sources.file_digest(qdq),
+        "code": cache.code_digest(("formats/onnx",)),
+        "versions": cache.library_versions(("onnx",)),
+    }
+    out = store.models_dir / "deploy" / f"{cell.id}-uint8-input.onnx"
+    return cache.build_once(out, key, lambda tmp: uint8_input(qdq, tmp))
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -274,7 +282,7 @@ RUNTIMES: dict[str, Runtime] = {
             inputs=_pixels,
             fp32_twin="onnxruntime",
             serves=lambda cell: cell is not None and cell.backend == "onnxruntime",
-            artifact=_uint8_input,
+            artifact=lambda store, cell: uint8_input_model(store, cell),
         ),
         # Inductor's x86 int8 kernels take uint8 activations (tune.UNSERVED)
         Runtime(

@@ -1,4 +1,4 @@
-"""Inference speed: MACs counted from the model, Inductor compilation as the benchmarks use it, a paired
+"""Inference speed: MACs counted from the model, a paired
 timer for speed ratios on a noisy machine, the rows of a saved pytest-benchmark run, and the speed guards
 (``tests/test_speed_guard.py``): each backend's default cell against FP32, one thread.
 
@@ -18,10 +18,6 @@ from typing import Any
 
 import numpy as np
 
-# The message torch 2.13 raises when Inductor's freezing passes prepack a conv whose activations are int8:
-# oneDNN's x86 quantized conv only takes uint8 (or fp8) inputs.
-SIGNED_ACTIVATIONS_ERROR = "Input tensor should have uint8"
-
 
 def count_macs(module: Any, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates per image (convolutions and matmuls), counted by torch on one image."""
@@ -32,36 +28,6 @@ def count_macs(module: Any, input_shape: tuple[int, ...]) -> int:
     with counter, torch.no_grad():
         module(torch.zeros((1, *input_shape)))
     return int(counter.get_total_flops()) // 2  # torch counts a multiply-accumulate as 2 flops
-
-
-def inductor(path: Path) -> Any:
-    """The .pt2 program under ``torch.compile`` with static shapes, one per program and process: each shape is
-    compiled once (:func:`compile_for`) and every later caller of that shape reuses it."""
-    from ptq_core.formats import pt2
-
-    return _compiled(pt2.load(path))
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled(program: Any) -> Any:
-    import torch
-
-    return torch.compile(program.module(), dynamic=False)
-
-
-def compile_for(compiled: Any, example: Any) -> float:
-    """Compile ``compiled`` (a ``torch.compile`` wrapper) for ``example``'s shape; the seconds it took.
-
-    Inductor's freezing turns the PT2E q/dq pattern into oneDNN int8 kernels (x86); without it the
-    quantized graph runs as float ops. Freezing only applies under ``no_grad``, which is how every
-    caller runs the model afterwards (a call with gradients would recompile).
-    """
-    import torch
-
-    start = time.perf_counter()
-    with torch._inductor.config.patch(freezing=True), torch.no_grad():
-        compiled(example)
-    return time.perf_counter() - start
 
 
 def per_call_seconds(fn: Callable[[], object], target_s: float) -> tuple[int, float]:

@@ -426,7 +426,7 @@ def tune(
     import fnmatch
 
     from ptq_core.bench import Deployment, bound_run
-    from ptq_core.cli import max_drop_points
+    from ptq_core.options import max_drop_points
     from ptq_core.speed import PairedTimer
     from ptq_core.stats import mcnemar_exact, wilson_interval
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ptq_core import bench, cpu_peak
+from ptq_core.formats.onnx import uint8_input
 from ptq_core.matrix import Cell
 from ptq_core.runtimes import as_predictor
 
@@ -16,7 +17,7 @@ from ptq_core.runtimes import as_predictor
 @pytest.mark.slow
 def test_uint8_input_rewrite_predicts_exactly_as_the_qdq_model(quantized, test_split, tmp_path: Path) -> None:
     qdq = quantized(Cell("onnxruntime", "u8s8"))
-    bench.uint8_input(qdq, tmp_path / "u8.onnx")
+    uint8_input(qdq, tmp_path / "u8.onnx")
     session = bench._ort_session(tmp_path / "u8.onnx", 1, spinning=False)
     images = test_split.images[:2000]
     assert images.dtype == np.uint8
@@ -27,7 +28,7 @@ def test_uint8_input_rewrite_predicts_exactly_as_the_qdq_model(quantized, test_s
 def test_uint8_input_rewrite_refuses_an_inexact_input_quantizer(quantized, tmp_path: Path) -> None:
     qdq = quantized(Cell("onnxruntime", "int8"))  # int8 activations: zero point and dtype are not uint8 pixels
     with pytest.raises(ValueError, match="not exact on uint8 pixels"):
-        bench.uint8_input(qdq, tmp_path / "u8.onnx")
+        uint8_input(qdq, tmp_path / "u8.onnx")
     assert not (tmp_path / "u8.onnx").exists()
 
 

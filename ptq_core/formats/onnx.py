@@ -138,3 +138,31 @@ def inspect(path: Path) -> Inspection:
         file_bytes=Path(path).stat().st_size,
         activation_scales={q.input[0]: float(g.array(q.input[1]).max()) for q in activations},
     )
+
+
+def uint8_input(qdq: Path, out: Path) -> None:
+    """The QDQ model taking the raw uint8 pixels: the QuantizeLinear of the input is dropped, which is exact
+    only when it maps pixels to themselves (scale 1, zero point 0: minmax over [0, 255] gives exactly that)."""
+    proto = onnx.load(str(qdq))
+    g = proto.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    tensor = g.input[0].name
+    moved = []  # tensors between the input and its QuantizeLinear: uint8 now
+    consumers = [n for n in g.node if tensor in n.input]
+    while len(consumers) == 1 and consumers[0].op_type in MOVE_OPS:
+        tensor = consumers[0].output[0]
+        moved.append(tensor)
+        consumers = [n for n in g.node if tensor in n.input]
+    (q,) = consumers
+    scale, zero = inits[q.input[1]], inits[q.input[2]]
+    if q.op_type != "QuantizeLinear" or float(scale) != 1.0 or int(zero) != 0 or zero.dtype != np.uint8:
+        raise ValueError(f"the input's QuantizeLinear is not exact on uint8 pixels (scale {scale}, zero point {zero})")
+    for node in g.node:
+        node.input[:] = [tensor if i == q.output[0] else i for i in node.input]
+    g.node.remove(q)
+    g.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    for info in g.value_info:
+        if info.name in moved:
+            info.type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))

@@ -1,0 +1,79 @@
+"""``ptq report``: every cell against FP32, or shards' reports merged into one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ptq_core.cli.common import source_args, workspace
+from ptq_core.errors import PTQError
+
+NAME = "report"
+EXAMPLE = """python -m ptq_core report --out report/
+build and evaluate every cell, write results.json, results.md and plots
+(--merge shard1/ shard2/: one report from shards run with pytest --splits N --group i --ptq-report)"""
+
+
+def add(sub: Any) -> None:
+    parser = sub.add_parser(NAME, help="every cell against FP32: results.json, results.md, plots")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the report into")
+    parser.add_argument(
+        "--no-studies", action="store_true", help="skip the test-split protocol, calibration-size and SQNR studies"
+    )
+    parser.add_argument(
+        "--benchmarks",
+        type=Path,
+        metavar="JSON",
+        help="a pytest-benchmark run to report speed from (default: the newest in .benchmarks/)",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        metavar="README.md",
+        help="also replace the README's results section with this table and plot",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="combine shards' reports (pytest --splits N --group i --ptq-report DIR) into one, building nothing",
+    )
+    source_args(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ptq_core import render, report
+    from ptq_core.results import best_cell, failed_evaluations
+    from ptq_core.speed import latest_benchmarks
+
+    if args.merge:
+        parts = []
+        for folder in args.merge:
+            try:
+                parts.append(json.loads((folder / "results.json").read_text()))
+            except (OSError, ValueError) as exc:
+                raise PTQError(
+                    f"--merge {folder}: no readable results.json ({exc}): pass shards' --ptq-report folders"
+                ) from exc
+        results = report.merge(parts, [str(f) for f in args.merge])
+    else:
+        results = report.build(
+            workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or latest_benchmarks()
+        )
+    paths = render.write(results, args.out)
+    if args.readme:
+        dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"
+        render.update_readme(args.readme, results, args.out / "accuracy.png", dest)
+        paths += [args.readme, dest]
+    for path in paths:
+        print(path)
+    best = best_cell(results)
+    if best is not None:
+        print(f"best cell: {best['cell']} {best['accuracy']:.2%} ({best['delta_points']:+.2f} points vs FP32)")
+    broken = failed_evaluations(results)
+    for line in broken:
+        print(f"FAILED evaluation {line}")
+    return 1 if broken or best is None else 0

@@ -1,0 +1,115 @@
+"""``ptq run``: every cell of every ONNX backend on YOUR classifier, checked and scored against its FP32."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ptq_core.backends import BACKENDS
+from ptq_core.calibration import CalibrationConfig
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
+from ptq_core.cli.common import OUTPUT_HELP
+from ptq_core.options import SEED, max_drop_points, whole_number
+from ptq_core.user import DEFAULT_SAMPLES
+
+NAME = "run"
+EXAMPLE = """python -m ptq_core run --onnx my_model.onnx --data test.npz --out my_report/
+every cell of every ONNX backend on YOUR classifier: checks, accuracy vs its FP32, report"""
+EPILOG = """\
+exit status: 0 every check passes on every cell not known to fail; 1 a check fails, or a runtime failed an
+evaluation (cannot load or compile a cell, raises while scoring, answers NaN) or a quantizer raised on a
+cell (each named above the table, the whole report still written); 2 bad input (a file that is not an ONNX
+model, images the model does not take, labels out of range, ...), with a message that names the thing and
+the fix, before any work. Nothing is written to --out unless the run completes; built models are cached,
+so a second run only re-scores what changed.
+
+example, a PyTorch classifier exported with a dynamic batch and its test images saved as the model takes them:
+  torch.onnx.export(net, (x,), "net.onnx", dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+  np.savez("test.npz", images=x_test.astype(np.float32), labels=y_test)   # e.g. NCHW, scaled to [0, 1]
+  ptq run --onnx net.onnx --data test.npz --out net_report/ --jobs 2
+"""
+
+
+def add(sub: Any) -> None:
+    seed = CalibrationConfig().seed
+    parser = sub.add_parser(
+        NAME,
+        help="quantize YOUR ONNX classifier with every ONNX backend's cells, check and score each",
+        description="Quantize an ONNX classifier with every cell of every backend that takes ONNX ("
+        + ", ".join(b.name for b in BACKENDS.values() if b.source == "onnx")
+        + "), score each on every ONNX runtime against the model's own FP32 accuracy, run the suite's checks "
+        "(8-bit graph and dtypes, size, per-class collapse, accuracy within --max-drop), and write results.json, "
+        "results.md, plots and the quantized models into --out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--onnx", required=True, type=Path, metavar="MODEL.onnx", help="the FP32 classifier")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DATA.npz",
+        help="`images` exactly as the model's input takes them (layout, dtype, range) and `labels` (class ids): "
+        "they score every model",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="CALIB.npz",
+        help="`images` (and optionally `labels`, to stratify) to calibrate from; default: a stratified subset "
+        "of --data, reported as such",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=max_drop_points,
+        default=MAX_ACCURACY_DROP_POINTS,
+        metavar="POINTS",
+        help=f"accuracy drop against FP32 (same runtime) that fails a cell (default {MAX_ACCURACY_DROP_POINTS:g})",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="report folder (new, or an earlier run's)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=whole_number("--samples", 1, f"a number of calibration images >= 1 (default {DEFAULT_SAMPLES})"),
+        default=DEFAULT_SAMPLES,
+        help=f"calibration images, stratified when labelled (default {DEFAULT_SAMPLES})",
+    )
+    parser.add_argument("--seed", type=SEED, default=seed, help=f"calibration sampling seed (default {seed})")
+    parser.add_argument(
+        "--jobs",
+        type=whole_number("--jobs", 1, "a number of parallel builds >= 1 (e.g. 2)"),
+        default=1,
+        metavar="N",
+        help="build N cells in parallel (default 1)",
+    )
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=(),
+        metavar="PATTERN",
+        help="only the cells matching a pattern, e.g. 'onnxruntime-u8s8-*' 'nncf-*' (default: all)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="where built models and predictions are kept (default $PTQ_CACHE_DIR/run, ~/.cache/ptq-suite/run)",
+    )
+    parser.add_argument("--output", metavar="NAME", help=OUTPUT_HELP)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ptq_core.run import RunInputs, failures, run, summary
+
+    inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache, args.output)
+    results, outcomes = run(inputs, args.out, args.max_drop, args.jobs, tuple(args.cells))
+    print("\n".join(summary(results, outcomes)))
+    print(f"report: {args.out / 'results.md'}")
+    failed = failures(outcomes)
+    for o in failed:
+        print(f"FAILED {o.check} {o.message}")
+    for line in results["failed_evaluations"]:
+        print(f"FAILED evaluation {line}")
+    return 1 if failed or results["failed_evaluations"] else 0
