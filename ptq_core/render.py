@@ -1,4 +1,4 @@
-"""Rendering: the results as a Markdown table, plots, and the README's results section."""
+"""Rendering: the results as a Markdown table, plots, the README's summary and the docs' full results section."""
 
 from __future__ import annotations
 
@@ -295,18 +295,64 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
     return [out / "results.json", out / "results.md", *plot(results, out)]
 
 
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+def summary(results: dict[str, Any]) -> str:
+    """What a reader of the README needs first: per model FP32 and per backend its best passing cell, and how many
+    cells pass, are known to fail or failed an evaluation (the full table is ``markdown``)."""
+    lines = [
+        "| model | FP32 | backend | best cell | accuracy | Δ pts | file | cells passing |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    models = results.get("models") or {results.get("model", DEFAULT_MODEL): results["fp32"]}
+    for model, fp32 in models.items():
+        backends = dict.fromkeys(r["backend"] for r in results["cells"] if r["model"] == model)
+        for backend in backends:
+            rows = [r for r in results["cells"] if r["model"] == model and r["backend"] == backend]
+            passing = [r for r in rows if r["passes"] and not r["expected_failure"]]
+            best = max(passing, key=lambda r: (r["correct"], -r["file_bytes"]), default=None)
+            known = sum(bool(r["expected_failure"]) for r in rows)
+            count = f"{len(passing)} of {len(rows)}" + (f" ({known} known failures)" if known else "")
+            if best is None:
+                lines.append(f"| {model} | {fp32['accuracy']:.2%} | {backend} | none passes | - | - | - | {count} |")
+                continue
+            name = best["cell"].removeprefix(f"{model}-{backend}-")
+            lines.append(
+                f"| {model} | {fp32['accuracy']:.2%} | {backend} | {name} | "
+                f"{best['accuracy']:.2%} | {best['delta_points']:+.2f} | {size_change(best['file_ratio'])} | {count} |"
+            )
+    broken = failed_evaluations(results)
+    if broken:
+        lines += ["", f"**{len(broken)} evaluations failed**: " + "; ".join(broken)]
+    machine = results.get("cpu")
+    lines += ["", f"Measured on {machine}." if machine else ""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
-def update_readme(readme: Path, results: dict[str, Any], plot_png: Path, plot_dest: Path) -> None:
-    """Replace the README's results section with this run's table and plot (never typed by hand)."""
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def fill_section(path: Path, body: str) -> None:
+    """Replace what stands between ``path``'s results markers with ``body`` (generated, never typed by hand)."""
+    text = path.read_text()
+    if RESULTS_START not in text or RESULTS_END not in text:
+        raise PTQError(f"{path} has no {RESULTS_START} ... {RESULTS_END} section to fill")
+    head, rest = text.split(RESULTS_START, 1)
+    path.write_text(f"{head}{RESULTS_START}\n{body}{RESULTS_END}{rest.split(RESULTS_END, 1)[1]}")
+
+
+def update_readme(readme: Path, results: dict[str, Any], plot_png: Path, plot_dest: Path) -> list[Path]:
+    """The README's results section gets the summary and the plot; ``docs/results.md`` beside it, where it has the
+    markers, the full table. Returns the files written."""
     import shutil
 
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise PTQError(f"{readme} has no {README_START} ... {README_END} section to fill")
     shutil.copyfile(plot_png, plot_dest)
     rel = plot_dest.resolve().relative_to(readme.resolve().parent)
-    body = f"{markdown(results)}\n![accuracy of every cell with its 95 % interval]({rel})\n"
-    head, rest = text.split(README_START, 1)
-    readme.write_text(f"{head}{README_START}\n{body}{README_END}{rest.split(README_END, 1)[1]}")
+    full = readme.parent / "docs" / "results.md"
+    fill_section(
+        readme,
+        f"{summary(results)}\n![accuracy of every cell with its 95 % interval]({rel})\n\n"
+        f"Every cell, runtime and study: [docs/results.md]({full.relative_to(readme.parent)}).\n",
+    )
+    if not full.is_file():
+        return [readme, plot_dest]
+    fill_section(full, markdown(results))
+    return [readme, full, plot_dest]

@@ -32,7 +32,7 @@ def add(sub: Any) -> None:
         "--readme",
         type=Path,
         metavar="README.md",
-        help="also replace the README's results section with this table and plot",
+        help="also fill the README's results section with the summary and plot, and docs/results.md's with the table",
     )
     parser.add_argument(
         "--merge",
@@ -66,8 +66,7 @@ def main(args: argparse.Namespace) -> int:
     paths = render.write(results, args.out)
     if args.readme:
         dest = args.readme.parent / "tests" / "baselines" / "accuracy.png"
-        render.update_readme(args.readme, results, args.out / "accuracy.png", dest)
-        paths += [args.readme, dest]
+        paths += render.update_readme(args.readme, results, args.out / "accuracy.png", dest)
     for path in paths:
         print(path)
     best = best_cell(results)
