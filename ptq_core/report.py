@@ -37,7 +37,7 @@ def build(
 
 
 # what every shard of one run must agree on; the cells (and the models and libraries they use) are what they split
-EQUAL_KEYS = ("cpu_flags", "calibration", "min_payload_ratio", "max_drop_points")
+EQUAL_KEYS = ("schema", "cpu_flags", "calibration", "min_payload_ratio", "max_drop_points")
 UNION_KEYS = ("versions", "models")
 
 

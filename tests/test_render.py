@@ -43,3 +43,10 @@ def test_a_file_without_the_results_markers_is_refused_naming_them(tmp_path: Pat
     with pytest.raises(PTQError, match="has no <!-- results:start --> ... <!-- results:end --> section"):
         render.fill_section(readme, "table\n")
     assert readme.read_text() == "# no section\n"
+
+
+def test_shards_of_another_results_schema_are_not_merged() -> None:
+    part = {"schema": 2, "cpu_flags": [], "calibration": {}, "min_payload_ratio": 3.8, "max_drop_points": 3.0}
+    older = {**part, "schema": 1}
+    with pytest.raises(PTQError, match="b/ differs from a/ in 'schema'"):
+        report.merge([{**part, "cells": []}, {**older, "cells": []}], ["a/", "b/"])
