@@ -58,3 +58,15 @@ def minutes(text: str) -> float:
 
 
 SEED = whole_number("--seed", 0, "a calibration sampling seed >= 0 (e.g. 42)")
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``ptq run --shard K/N``: the K-th of N parts of the cells, 1 <= K <= N."""
+    parts = text.split("/")
+    try:
+        k, n = (int(x) for x in parts) if len(parts) == 2 else (0, 0)
+    except ValueError:
+        k, n = 0, 0
+    if not 1 <= k <= n:
+        raise OptionError(f"--shard {text}: give K/N, the K-th of N parts of the cells, 1 <= K <= N (e.g. 1/2)")
+    return k, n

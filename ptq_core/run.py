@@ -207,8 +207,10 @@ def run(
     jobs: int = 1,
     patterns: tuple[str, ...] = (),
     say: Callable[[str], None] = _stderr,
+    shard: tuple[int, int] = (1, 1),
 ) -> tuple[dict[str, Any], list[Outcome]]:
-    """Build, score and check every cell; write ``out``; return the results and the check outcomes."""
+    """Build, score and check every cell (of ``shard`` K/N: every N-th, from the K-th); write ``out``; return the
+    results and the check outcomes. ``ptq report --merge`` joins the N partial reports into the one run's."""
     from ptq_core.options import max_drop_points
     from ptq_core.results import collect, failed_evaluations
 
@@ -227,7 +229,10 @@ def run(
         },
     )  # before any work
     store = inputs.open()  # every input is checked here, before anything is built or written
-    cells = user_cells(store, patterns)
+    k, n = shard
+    cells = user_cells(store, patterns)[k - 1 :: n]
+    if not cells:
+        raise PTQError(f"--shard {k}/{n}: the run has fewer cells than shards; give fewer shards")
     say(
         f"{store.model.name}: {len(store.data)} images {store.data.images.shape[1:]} {store.model.input_dtype}, "
         f"{store.model.num_classes} classes; {len(cells)} cells; cache {store.models_dir}"
@@ -249,6 +254,8 @@ def run(
     }
     results["failed_builds"] = failed_builds
     results["failed_evaluations"] = failed_evaluations(results)
+    if n > 1:
+        results["shard"] = {"index": k, "of": n}
     results["checks"] = [
         {**asdict(o), "subject": o.subject.id, "cell": o.subject.cell.id, "runtime": o.subject.runtime}
         for o in outcomes

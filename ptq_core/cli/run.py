@@ -10,7 +10,7 @@ from ptq_core.backends import BACKENDS
 from ptq_core.calibration import CalibrationConfig
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.cli.common import OUTPUT_HELP
-from ptq_core.options import SEED, max_drop_points, whole_number
+from ptq_core.options import SEED, max_drop_points, shard, whole_number
 from ptq_core.user import DEFAULT_SAMPLES
 
 NAME = "run"
@@ -98,13 +98,21 @@ def add(sub: Any) -> None:
         help="where built models and predictions are kept (default $PTQ_CACHE_DIR/run, ~/.cache/ptq-suite/run)",
     )
     parser.add_argument("--output", metavar="NAME", help=OUTPUT_HELP)
+    parser.add_argument(
+        "--shard",
+        type=shard,
+        default=(1, 1),
+        metavar="K/N",
+        help="only the K-th of N parts of the cells (every N-th, from the K-th): one machine's share; "
+        "`ptq report --merge` joins the N reports into the one a single run writes",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from ptq_core.run import RunInputs, failures, run, summary
 
     inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache, args.output)
-    results, outcomes = run(inputs, args.out, args.max_drop, args.jobs, tuple(args.cells))
+    results, outcomes = run(inputs, args.out, args.max_drop, args.jobs, tuple(args.cells), shard=args.shard)
     print("\n".join(summary(results, outcomes)))
     print(f"report: {args.out / 'results.md'}")
     failed = failures(outcomes)
