@@ -93,7 +93,7 @@ MUTATIONS = (
     ),
     Mutation(
         "known failures reach a user's model (prefix match)",
-        "ptq_core/checks.py",
+        "ptq_core/known_failures.py",
         "cell.model in self.models",
         "cell.model.startswith(self.models)",
         ("tests/test_failures_are_results.py::test_known_failures_match_only_what_they_were_measured_on",),

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, known_failure
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.evaluation import EvaluationFailed
 from ptq_core.formats.onnx import uint8_input
+from ptq_core.known_failures import known_failure
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, Model, get_model
 from ptq_core.runtimes import Runtime, deploying, get_runtime

@@ -1,9 +1,9 @@
 """Checks as a library: ``check_<property>(ctx)`` functions that hold for every quantized artifact.
 
 Each check declares which cells it applies to (by their properties) and whether it runs once per
-artifact or once per runtime; known failures are data, per (cell, check, runtime), with the measured
-figure. The suite parametrizes them (``tests/test_checks.py``); ``run_checks`` runs them anywhere.
-A failed check raises :class:`CheckFailed` with a message that names the cell and what it measured.
+artifact or once per runtime; the cells it is known to fail on are in ``ptq_core.known_failures``.
+The suite parametrizes them (``tests/test_checks.py``); ``run_checks`` runs them anywhere. A failed check
+raises :class:`CheckFailed` with a message that names the cell and what it measured.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from ptq_core.eval import EvalResult
 from ptq_core.evaluation import EvaluationFailed, reason_of
 from ptq_core.formats import FORMATS, Inspection
+from ptq_core.known_failures import known_failure
 from ptq_core.matrix import CELLS, Cell
 
 MAX_ACCURACY_DROP_POINTS = 3.0
@@ -271,124 +272,6 @@ CHECKS: tuple[Check, ...] = (
     ),
 )
 CHECKS_BY_NAME = {c.name: c for c in CHECKS}
-ACCURACY_CHECKS = ("check_accuracy_vs_fp32", "check_no_class_collapses")
-
-
-# The pseudo-check a known failure names when the runtime cannot evaluate the cell at all (load, compile, score)
-EVALUATION = "evaluation"
-
-
-@dataclass(frozen=True)
-class KnownFailure:
-    """Checks that fail on these cells (and runtimes), with the measured reason. They run as xfail(strict).
-
-    A known failure belongs to what it was measured on: the registered models it names (never a user's
-    model), the CPU capabilities (``machine.cpu_capability()``) and the library releases."""
-
-    models: tuple[str, ...]
-    applies: Callable[[Cell], bool]
-    checks: tuple[str, ...]
-    reason: Callable[[Cell, str | None], str]
-    runtimes: tuple[str, ...] | None = None  # None: on every runtime
-    cpus: tuple[str, ...] | None = None  # None: measured the same on every CPU the suite has run on
-    libraries: Callable[[], bool] = lambda: True  # the library releases it was measured on
-
-    def matches(self, cell: Cell, check: str, runtime: str | None, cpu: str) -> bool:
-        return (
-            cell.model in self.models
-            and check in self.checks
-            and (self.runtimes is None or runtime in self.runtimes)
-            and (self.cpus is None or cpu in self.cpus)
-            and self.applies(cell)
-            and self.libraries()
-        )
-
-
-_DISTRIBUTION_MEASURED = {  # (dtype, granularity) -> {runtime: accuracy %}, onnxruntime 1.32 / openvino 2026.4
-    ("int8", "per_channel"): {"onnxruntime": "12.67", "openvino": "12.67"},
-    ("int8", "per_tensor"): {"onnxruntime": "12.20", "openvino": "12.15"},
-    ("uint8", "per_channel"): {"onnxruntime": "12.94", "openvino": "12.94"},
-    ("uint8", "per_tensor"): {"onnxruntime": "12.89", "openvino": "12.88"},
-    ("u8s8", "per_channel"): {"onnxruntime": "12.67", "openvino": "12.67"},
-    ("u8s8", "per_tensor"): {"onnxruntime": "12.20", "openvino": "12.15"},
-}
-
-
-def _openvino_release() -> tuple[int, int]:
-    from ptq_core.cache import library_versions
-
-    major, minor = library_versions(("openvino",))["openvino"].split(".")[:2]
-    return int(major), int(minor)
-
-
-KNOWN_FAILURES: tuple[KnownFailure, ...] = (
-    KnownFailure(
-        models=("resnet8",),
-        applies=lambda c: c.backend == "onnxruntime" and c.calibrator == "distribution",
-        checks=ACCURACY_CHECKS,
-        reason=lambda c, rt: (
-            "ORT's Distribution calibrator (meant for float8) gives ReLU outputs symmetric +-max|x| ranges, yet "
-            "QDQ still removes the ReLUs: measured "
-            f"{_DISTRIBUTION_MEASURED[(c.dtype, c.granularity)].get(rt or '', '12.15-12.94')} % "
-            f"on {rt}"
-        ),
-    ),
-    KnownFailure(
-        models=("resnet8",),
-        applies=lambda c: c.backend == "onnxruntime" and c.dtype == "uint8",
-        checks=("check_runs_8bit_on_openvino",),
-        reason=lambda c, rt: (
-            "U8U8 stores u8 weights with zero point 128, where the other dtypes store s8: measured, OpenVINO runs "
-            "9 of ResNet8's 10 conv/linear ops in f32 (every conv; the Gemm in u8), whatever the calibrator"
-        ),
-    ),
-    KnownFailure(
-        models=("resnet8",),
-        applies=lambda c: c.backend == "onnxruntime" and c.dtype == "u8s8" and c.calibrator in ("minmax", "entropy"),
-        checks=("check_runs_8bit_on_openvino",),
-        libraries=lambda: _openvino_release() >= (2026, 3),
-        reason=lambda c, rt: (
-            "u8 activations calibrated to ResNet8's raw pixels, [0, 255], give the input a scale of exactly 1.0 and "
-            "zero point 0: measured, OpenVINO 2026.3.0-2026.4.1 then runs the first conv in f32 (1 of 10 ops; "
-            "2026.0.0-2026.2.1 run it in u8; so does 2026.4.1 one ulp above 1.0, and the minmax per-channel cell "
-            "goes from 2.66x to 3.18x ORT FP32 at batch 256, 1 thread)"
-        ),
-    ),
-    KnownFailure(
-        models=("resnet8",),
-        applies=lambda c: c.backend == "onnxruntime" and c.dtype == "int8" and c.calibrator != "distribution",
-        checks=(EVALUATION,),
-        runtimes=("openvino_default",),
-        cpus=("amx",),
-        libraries=lambda: _openvino_release() == (2026, 4),
-        reason=lambda c, rt: (
-            "measured on an Intel Xeon with AMX-INT8/AMX-BF16 (OpenVINO 2026.4.1): at its default precision, bf16 "
-            "there, the CPU plugin cannot compile ResNet8's S8S8 minmax/entropy/percentile cells (\"Check "
-            "'!implementations.empty()' failed\" in its executor factory); with the f32 hint they compile, and "
-            "every u8s8, uint8, NNCF, distribution and MobileNetV1 cell compiles at both"
-        ),
-    ),
-    KnownFailure(
-        models=("mobilenetv1",),
-        applies=lambda c: c.backend == "pytorch" and c.granularity == "per_channel",
-        checks=("check_size_ratio",),
-        reason=lambda c, rt: (
-            "a depthwise conv has 9 int8 weights per output channel, and PT2E stores a scale and a zero point "
-            "tensor element for each: measured 295,728 B of weights and qparams against 1,097,600 B FP32, 3.71x"
-        ),
-    ),
-)
-
-
-def known_failure(cell: Cell, check: str, runtime: str | None = None, cpu: str | None = None) -> str | None:
-    """The measured reason ``check`` fails on ``cell`` (on ``runtime``, on this CPU or ``cpu``), else None."""
-    from ptq_core.machine import cpu_capability
-
-    cpu = cpu or cpu_capability()
-    for known in KNOWN_FAILURES:
-        if known.matches(cell, check, runtime, cpu):
-            return known.reason(cell, runtime)
-    return None
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ import numpy as np
 
 from ptq_core import cache
 from ptq_core.calibration import CalibrationConfig
-from ptq_core.checks import EVALUATION, MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RATIO, known_failure
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, MIN_PAYLOAD_RATIO
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import Evaluation, EvaluationFailed, Outcome, failed, reason_of
 from ptq_core.formats import FORMATS
+from ptq_core.known_failures import EVALUATION, known_failure
 from ptq_core.machine import cpu_capability, cpu_flags, libraries_of
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL

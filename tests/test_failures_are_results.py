@@ -20,8 +20,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ptq_core import cli, report
-from ptq_core.checks import EVALUATION, KNOWN_FAILURES, known_failure
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
+from ptq_core.known_failures import EVALUATION, KNOWN_FAILURES, known_failure
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.runtimes import RUNTIMES, Runtime, as_predictor
 from tests.onnx_models import make_model

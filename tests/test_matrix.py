@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ptq_core.backends import BACKENDS
-from ptq_core.checks import CHECKS, EVALUATION, KNOWN_FAILURES, known_failure
+from ptq_core.checks import CHECKS
 from ptq_core.errors import PTQError
+from ptq_core.known_failures import EVALUATION, KNOWN_FAILURES, known_failure
 from ptq_core.matrix import CELLS, Cell, cells_of
 
 

@@ -279,7 +279,7 @@ def test_a_baseline_id_names_every_library_of_the_backend_format_and_runtime(bac
 def test_a_known_failure_matches_no_other_registered_model() -> None:
     """Measured on ResNet8's cells, a known failure says nothing of MobileNetV1's same cell (nor the reverse),
     on any runtime and CPU: each model's cells are measured apart (a user's model: test_failures_are_results)."""
-    from ptq_core.checks import KNOWN_FAILURES
+    from ptq_core.known_failures import KNOWN_FAILURES
     from ptq_core.matrix import CELLS
 
     for known in KNOWN_FAILURES:
