@@ -1,20 +1,16 @@
-"""A user's own ONNX classifier and images, checked once and registered like a built-in model.
+"""A user's own ONNX classifier and images, checked once (``ptq_core.user_inputs``) and registered like a
+built-in model.
 
-``UserStore.open`` reads ``MODEL.onnx``, ``DATA.npz`` (``images``, ``labels``) and optionally
-``CALIB.npz`` (``images``, ``labels`` optional), and rejects what the suite cannot score with a
-:class:`PTQError` that names the thing and the fix. Nothing about the model is assumed: its input's
-shape, layout, dtype and range are whatever the file and the images say; its scores are the output
-``--output`` names (default: its first). Before any cell is built the FP32 model answers a batch of one
-and a batch of scoring's size, and is scored on ``--data`` (the predictions every later step reuses):
-scores that are not finite, or an accuracy no better than chance, stop there as bad input. The store then
-quantizes and scores the model like any registered one (``ptq_core.workspace.ArtifactStore``).
+``UserStore.open`` reads ``MODEL.onnx``, ``DATA.npz`` (``images``, ``labels``) and optionally ``CALIB.npz``
+(``images``, ``labels`` optional), registers the model as the file and the images describe it, and scores the
+FP32 model on ``--data`` once (the predictions every later step reuses). The store then quantizes and scores the
+model like any registered one (``ptq_core.workspace.ArtifactStore``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,17 @@ from ptq_core.calibration import CalibrationConfig, CalibrationSet, stratified_i
 from ptq_core.cifar10 import Split
 from ptq_core.errors import PTQError
 from ptq_core.models import MODELS, Model, register_model
+from ptq_core.user_inputs import (
+    check_batch,
+    check_fp32_scores,
+    check_images,
+    check_labels,
+    check_weights,
+    num_classes_of,
+    read_npz,
+    read_onnx,
+    select_output,
+)
 from ptq_core.workspace import ArtifactStore
 
 DEFAULT_SAMPLES = 200
@@ -38,297 +45,6 @@ def _no_module(weights: Any = None) -> Any:
 
 def _no_weights() -> str:
     raise PTQError("a user's ONNX model is keyed by its file's digest")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    dtype: np.dtype
-    dims: tuple[int | None, ...]  # None: symbolic (any size)
-
-    def describe(self) -> str:
-        return (
-            f"input {self.name!r} ({self.dtype}, shape ({', '.join('?' if d is None else str(d) for d in self.dims)}))"
-        )
-
-
-def read_onnx(path: Path) -> tuple[InputSpec, str, Any]:
-    """The model's one input, its first output's name and the model (external data loaded); PTQError for
-    anything but a valid ONNX model."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if path.is_dir():
-        inside = sorted(p.name for p in path.glob("*.onnx"))
-        hint = f" (it holds {', '.join(inside[:3])})" if inside else ""
-        raise PTQError(f"--onnx {path} is a directory{hint}: pass the path of your .onnx classifier file")
-    if not path.is_file():
-        raise PTQError(f"--onnx {path}: no such file: pass the path of your .onnx classifier")
-    try:
-        proto = onnx.load(str(path))
-        onnx.checker.check_model(proto)
-    except (DecodeError, ValueError, onnx.checker.ValidationError, OSError) as exc:
-        raise PTQError(
-            f"--onnx {path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}): "
-            "export your classifier with torch.onnx.export (or your framework's ONNX exporter) and pass that file"
-        ) from exc
-    initializers = {t.name for t in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise PTQError(
-            f"--onnx {path} takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}): ptq run scores "
-            "classifiers with one image input"
-        )
-    tensor = inputs[0].type.tensor_type
-    if not tensor.HasField("shape"):
-        raise PTQError(f"--onnx {path}: input {inputs[0].name!r} has no declared rank: export it with a static rank")
-    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    spec = InputSpec(inputs[0].name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims)
-    if not spec.dims:
-        raise PTQError(
-            f"--onnx {path}: {spec.describe()} is a scalar: ptq run scores classifiers of a batch of images, "
-            "(N, ...) with a dynamic batch dimension N"
-        )
-    return spec, proto.graph.output[0].name, proto
-
-
-def _describe_output(value: Any) -> str:
-    """``'logits' (N, 10)``, or ``'seq' (a sequence)`` for what is not a tensor."""
-    kind = value.type.WhichOneof("value")
-    if kind != "tensor_type":
-        return f"{value.name!r} (a {str(kind or 'value of no type').removesuffix('_type')})"
-    shape = value.type.tensor_type.shape
-    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
-    return f"{value.name!r} ({', '.join(dims)})" if value.type.tensor_type.HasField("shape") else repr(value.name)
-
-
-def other_outputs(proto: Any, output: str, prefix: str = "--") -> str:
-    """How to read the scores from another of the model's outputs (named, with their declared shapes)."""
-    others = [_describe_output(o) for o in proto.graph.output if o.name != output]
-    if not others:
-        return f"the model has no other output for {prefix}output NAME to read"
-    return f"pass {prefix}output NAME to read the scores from another of its outputs: {', '.join(others)}"
-
-
-def select_output(path: Path, proto: Any, output: str | None, prefix: str = "--") -> str:
-    """The output that holds the (N, classes) scores: ``output`` when given, else the first; a tensor."""
-    outputs = {o.name: o for o in proto.graph.output}
-    if output is not None and output not in outputs:
-        raise PTQError(
-            f"{prefix}output {output!r}: {path} has no such output; its outputs are "
-            f"{', '.join(_describe_output(o) for o in proto.graph.output)}: name the one that holds the "
-            "(N, classes) scores"
-        )
-    name = output if output is not None else proto.graph.output[0].name
-    value = outputs[name]
-    if value.type.WhichOneof("value") != "tensor_type":
-        raise PTQError(
-            f"--onnx {path}: output {_describe_output(value)} is not a tensor: ptq run reads (N, classes) scores "
-            f"from one tensor output. Export the model so that it returns the scores tensor itself, not a list, tuple "
-            f"or dict of them ({other_outputs(proto, name, prefix)})"
-        )
-    return name
-
-
-def _tensors(graph: Any, where: str = "") -> Any:
-    """Every initializer and Constant node value of ``graph`` and its subgraphs: (name, TensorProto)."""
-    import onnx
-
-    for tensor in graph.initializer:
-        yield f"{where}initializer {tensor.name!r}", tensor
-    for node in graph.node:
-        for attr in node.attribute:
-            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
-                yield f"{where}Constant node {node.name or node.output[0]!r}", attr.t
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                yield from _tensors(sub, f"{where}{node.op_type} {node.name!r}: ")
-
-
-FLOAT_TYPES = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
-
-
-def check_weights(path: Path, proto: Any) -> None:
-    """Every float weight is finite: the quantizers compute 8-bit scales from the weights' ranges (ONNX Runtime
-    asserts "scale issue" on NaN), and a NaN weight makes every FP32 score NaN."""
-    from onnx import numpy_helper
-
-    bad = []
-    for what, tensor in _tensors(proto.graph):
-        if tensor.data_type not in FLOAT_TYPES:
-            continue
-        values = numpy_helper.to_array(tensor)
-        try:
-            finite = np.isfinite(values)
-        except TypeError:  # a float type numpy's ufuncs do not take (bfloat16)
-            finite = np.isfinite(values.astype(np.float32))
-        if not finite.all():
-            nan = int(np.isnan(values.astype(np.float32)).sum())
-            bad.append((what, values.shape, nan, int((~finite).sum()) - nan, int(np.flatnonzero(~finite)[0])))
-    if bad:
-        what, shape, nan, inf, first = bad[0]
-        more = f" (and {len(bad) - 1} more weight tensors)" if len(bad) > 1 else ""
-        raise PTQError(
-            f"--onnx {path}: {what} {tuple(shape)} holds {nan} NaN and {inf} infinite values (the first at flat index "
-            f"{first}){more}: its FP32 scores are not numbers, and a quantizer cannot compute 8-bit scales from it. "
-            "Export the model from a checkpoint whose weights are all finite"
-        )
-
-
-EXPORT_BATCH = "torch.onnx.export(net, (x,), path, dynamic_shapes=({0: torch.export.Dim('batch')},))"
-
-
-def check_batch(path: Path, spec: InputSpec, images: np.ndarray) -> None:
-    """The model's input starts with a dynamic batch dimension: calibration and scoring run batches."""
-    if spec.dims[0] in (None, -1):
-        return
-    if images.ndim == len(spec.dims) + 1 and all(
-        d in (None, -1) or d == n for d, n in zip(spec.dims, images.shape[1:], strict=True)
-    ):
-        raise PTQError(
-            f"--onnx {path}: {spec.describe()} has no batch dimension: it takes one image of the shape of each of "
-            f"the --data images {images.shape[1:]}. Export the model on a batch, x of shape (N, "
-            f"{', '.join(map(str, images.shape[1:]))}), with a dynamic batch dimension: {EXPORT_BATCH}"
-        )
-    raise PTQError(
-        f"--onnx {path}: {spec.describe()} has a fixed batch size of {spec.dims[0]}: "
-        "calibration and scoring run batches, so export it with a dynamic batch dimension "
-        f"(torch.onnx.export(..., dynamic_shapes=...), e.g. {EXPORT_BATCH})"
-    )
-
-
-def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``images`` and ``labels`` of an .npz file (no pickles), checked for being arrays of sane kinds."""
-    save = "save them with np.savez(path, images=images, labels=labels)"
-    if path.is_dir():
-        raise PTQError(f"{what} {path} is a directory: pass an .npz file holding `images` and `labels` ({save})")
-    if not path.is_file():
-        raise PTQError(f"{what} {path}: no such file: pass an .npz holding `images` and `labels` (np.savez)")
-    if path.suffix == ".npy" or _is_npy(path):
-        raise PTQError(
-            f"{what} {path} is a single .npy array: {what} takes an .npz with `images` and `labels` arrays ({save})"
-        )
-    if not zipfile.is_zipfile(path):
-        raise PTQError(f"{what} {path} is not a readable .npz of arrays (not a zip archive): {save}")
-    arrays: dict[str, Any] = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                arrays[key] = npz[key]
-    except Exception as exc:  # zip, zlib or numpy's format errors, an encrypted member, a header of absurd size
-        reason = "it holds pickled objects" if "pickle" in str(exc) else f"{type(exc).__name__}: {str(exc)[:120]}"
-        raise PTQError(f"{what} {path} is not a readable .npz of arrays ({reason}): {save}") from exc
-    for key in ("images", "labels"):
-        if key in arrays and not isinstance(arrays[key], np.ndarray):
-            raise PTQError(
-                f"{what} {path}: its `{key}` member is not a numpy array ({len(arrays[key])} bytes of something "
-                f"else): {save}"
-            )
-    missing = [k for k in (("images", "labels") if need_labels else ("images",)) if k not in arrays]
-    if missing:
-        raise PTQError(
-            f"{what} {path} has no {' or '.join(repr(m) for m in missing)} array (it holds {sorted(arrays)}): "
-            "save it with np.savez(path, images=images, labels=labels)"
-        )
-    images, labels = arrays["images"], arrays.get("labels")
-    if images.ndim == 0:
-        raise PTQError(
-            f"{what} {path}: `images` is a single value ({images.dtype}), not an array of images: save an array of "
-            "shape (N, ...) as the model takes them"
-        )
-    if labels is not None:
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise PTQError(
-                f"{what} {path}: labels must be a 1-D array of integer class ids, got {labels.dtype} {labels.shape}"
-            )
-        if len(labels) != len(images):
-            raise PTQError(f"{what} {path}: {len(images)} images but {len(labels)} labels: give one label per image")
-    if len(images) == 0:
-        raise PTQError(f"{what} {path} holds no images")
-    return images, labels
-
-
-def check_images(images: np.ndarray, spec: InputSpec, what: str) -> None:
-    """Images exactly as the model's input takes them: rank, fixed sizes, dtype, and finite values."""
-    if images.ndim != len(spec.dims) or any(
-        d not in (None, -1) and d != n for d, n in zip(spec.dims[1:], images.shape[1:], strict=True)
-    ):
-        hint = ""
-        if (
-            images.ndim == 4
-            and len(spec.dims) == 4
-            and sorted(images.shape[1:]) == sorted(d for d in spec.dims[1:] if d)
-        ):
-            hint = ": the sizes match in another order, so transpose the images to the model's layout"
-        raise PTQError(f"{what} images have shape {images.shape}, the model's {spec.describe()} does not take it{hint}")
-    if images.dtype != spec.dtype:
-        raise PTQError(
-            f"{what} images are {images.dtype}, the model's {spec.describe()} takes {spec.dtype}: save them with "
-            f"images.astype(np.{spec.dtype}) after the same preprocessing the model was trained with"
-        )
-    if images.dtype.kind == "f":
-        bad = ~np.isfinite(images)
-        if bad.any():
-            rows = np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))
-            raise PTQError(
-                f"{what} images hold {int(bad.sum())} NaN or infinite values, in {len(rows)} images (the first is "
-                f"image {rows[0]}): remove or fix those images"
-            )
-
-
-def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise PTQError(
-            f"{what} labels run {labels.min()}..{labels.max()}, but the model answers {num_classes} classes "
-            f"(0..{num_classes - 1}): map the labels to the model's class indices"
-        )
-
-
-def num_classes_of(path: Path, spec: InputSpec, output: str, images: np.ndarray, prefix: str = "--") -> int:
-    """Run the FP32 model on a batch of two images, of one and of scoring's batch size: ``output`` must be
-    (N, classes) scores at every batch size the suite runs (an inner Reshape fixed to the export batch
-    size answers the first batch and fails later, inside calibration or scoring)."""
-    import onnxruntime as ort
-
-    from ptq_core.eval import BATCH_SIZE
-    from ptq_core.evaluation import reason_of
-    from ptq_core.runtimes import onnxruntime_session
-
-    session = onnxruntime_session(path, 1)
-    quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # the failure is the message below, not also ONNX Runtime's log line
-    sizes = list(dict.fromkeys(min(n, len(images)) for n in (2, 1, BATCH_SIZE)))
-    classes = None
-    for size in sizes:
-        batch = images[:size]
-        try:
-            scores = session.run([output], {spec.name: batch}, quiet)[0]
-        except Exception as exc:  # onnxruntime's own error types
-            if size == sizes[0]:
-                raise PTQError(
-                    f"--onnx {path} fails on the images ({reason_of(exc)}): check that they are what its "
-                    f"{spec.describe()} takes"
-                ) from exc
-            raise PTQError(
-                f"--onnx {path} answers a batch of {sizes[0]} images but fails on a batch of {size} "
-                f"({reason_of(exc)}): calibration and scoring run batches of 1 to {BATCH_SIZE} images, so every "
-                "operation must follow the batch dimension: export it with a dynamic batch dimension throughout "
-                f"(a Reshape or Expand fixed to the export's batch size does this), e.g. {EXPORT_BATCH}"
-            ) from exc
-        if not isinstance(scores, np.ndarray) or scores.ndim != 2 or scores.shape[0] != size or scores.shape[1] < 2:
-            shape = scores.shape if isinstance(scores, np.ndarray) else f"a {type(scores).__name__}"
-            raise PTQError(
-                f"--onnx {path}: output {output!r} has shape {shape} for {size} images; ptq run needs "
-                "(N, classes) scores (logits or probabilities): end the exported graph with the classifier's scores, "
-                f"or pass {prefix}output NAME to read them from another output"
-            )
-        if classes is not None and scores.shape[1] != classes:
-            raise PTQError(
-                f"--onnx {path}: output {output!r} has {classes} scores per image for a batch of {sizes[0]} but "
-                f"{scores.shape[1]} for a batch of {size}: export it with a dynamic batch dimension throughout"
-            )
-        classes = int(scores.shape[1])
-    assert classes is not None
-    return classes
 
 
 def _model_name(path: Path) -> str:
@@ -489,34 +205,6 @@ class UserStore(ArtifactStore):
         return f"{how} images of {self.calibration_file} (seed {c.config.seed}), apart from the scored data."
 
 
-def check_fp32_scores(store: UserStore, proto: Any, prefix: str = "--") -> None:
-    """Score the FP32 model on --data once (cached: ``ptq run`` and ``ptq tune`` reuse these predictions) and
-    refuse what cannot be a classifier's scores for these labels: a score that is not finite, or an accuracy
-    no better than chance. Both mean the wrong output, wrong labels or wrong preprocessing, never a result."""
-    from ptq_core.evaluation import EvaluationFailed
-    from ptq_core.predictions import predictions_on_test
-
-    path, output, classes = store.onnx, store.output, store.model.num_classes
-    read = f"output {output!r} of {path.name} ({classes} scores per image)"
-    other = other_outputs(proto, output, prefix)
-    try:
-        predicted = predictions_on_test(store, store.fp32("onnx"), "onnxruntime", store.model.name)
-    except EvaluationFailed as exc:
-        raise PTQError(
-            f"--onnx {path}: {read} on --data {store.data_file}: {exc.reason}. Fix the model or the images that give "
-            f"them ({other})"
-        ) from exc
-    labels = store.data.labels
-    correct, total = int((predicted == labels).sum()), len(labels)
-    if correct * classes <= total:  # accuracy <= 1 / classes, exactly
-        raise PTQError(
-            f"--onnx {path}: {read} gets {correct} of the {total} --data images right ({correct / total:.2%}), no "
-            f"better than chance for {classes} classes ({1 / classes:.2%}): these are not its scores for these "
-            f"labels ({other}). Check that the labels are the model's class indices and that the images are "
-            "preprocessed as in its training"
-        )
-
-
 def _normalised_copy(src: Path, dest: Path, output: str = "") -> None:
     """The model as one self-contained file (external data inlined), without the exporter's provenance, and
     with ``output`` (the scores) its only output: the same computation of the scores, which every backend
@@ -564,11 +252,6 @@ def _names_read_by_subgraphs(node: Any) -> set[str]:
                 names.update(inner.input)
                 names.update(_names_read_by_subgraphs(inner))
     return names
-
-
-def _is_npy(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(6) == b"\x93NUMPY"
 
 
 def _calibration_set(
