@@ -5,7 +5,7 @@ from ptq_core.calibration import CalibrationConfig, CalibrationSet
 from ptq_core.errors import PTQError
 from ptq_core.eval import EvalResult, evaluate
 from ptq_core.matrix import CELLS, Cell
-from ptq_core.workspace import Workspace, get_calibration_data
+from ptq_core.workspace import Workspace
 
 __all__ = [
     "CELLS",
@@ -16,5 +16,4 @@ __all__ = [
     "PTQError",
     "Workspace",
     "evaluate",
-    "get_calibration_data",
 ]

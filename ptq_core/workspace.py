@@ -167,13 +167,3 @@ def _split_digest(folder: Path, name: str) -> str:
 
 def _digest(split: Split) -> str:
     return hashlib.sha256(split.images.tobytes() + split.labels.astype("int64").tobytes()).hexdigest()
-
-
-def get_calibration_data(
-    num_samples: int = 200, seed: int = 42, split: str = "train", cifar10_dir: str | Path | None = None
-) -> CalibrationSet:
-    """``num_samples`` stratified images (float32 NHWC in [0, 255]) with their labels and split indices."""
-    config = CalibrationConfig(num_samples, seed, split)
-    folder = sources.find_cifar10(cifar10_dir).resolve()
-    data = _split(folder, split)
-    return calibration_set(data.images, data.labels, config)

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ptq_core import get_calibration_data
-from ptq_core.calibration import stratified_indices
+from ptq_core.calibration import CalibrationConfig, stratified_indices
 from ptq_core.errors import PTQError
 
 # label arrays in which every class has at least `floor` images
@@ -54,7 +53,7 @@ def test_more_samples_than_a_class_has_is_refused() -> None:
 
 
 def test_default_set_is_200_stratified_train_images(ws) -> None:
-    calib = get_calibration_data(cifar10_dir=ws.cifar10_dir)
+    calib = ws.calibration()
     assert calib.images.shape == (200, 32, 32, 3) and calib.images.dtype == np.float32
     assert 0 <= calib.images.min() and calib.images.max() <= 255 and calib.images.max() > 1  # raw, not normalised
     assert np.bincount(calib.labels, minlength=10).tolist() == [20] * 10
@@ -77,7 +76,7 @@ def test_default_calibration_shares_no_image_with_the_scored_test_split(ws) -> N
 
 
 def test_test_split_protocol_holds_out_its_own_images(ws) -> None:
-    calib = get_calibration_data(50, seed=1, split="test", cifar10_dir=ws.cifar10_dir)
+    calib = ws.calibration(CalibrationConfig(50, seed=1, split="test"))
     test = ws.split("test")
     assert np.array_equal(calib.images, test.images[calib.indices].astype(np.float32))
     assert np.bincount(calib.labels, minlength=10).tolist() == [5] * 10
