@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(
     "subject", [pytest.param(s, id=s.id) for s in checks.subjects(checks.CHECKS_BY_NAME["check_accuracy_vs_fp32"])]
 )
-def test_matches_baseline(subject: Subject, context, ws, test_split, request) -> None:
-    ctx = context(subject)
+def test_matches_baseline(subject: Subject, ptq_context, ws, test_split, request) -> None:
+    ctx = ptq_context(subject)
     here = BASELINES / baseline_id(subject.cell, subject.runtime)
     labels = test_split.labels
     predictions = predictions_on_test(ws, ctx.artifact, subject.runtime, subject.cell.model)

@@ -532,7 +532,7 @@ def test_tune_and_the_plugin_read_the_output_they_are_told(tmp_path, capsys, mon
     assert pytest.main(plugin) == pytest.ExitCode.USAGE_ERROR
     assert "pass --ptq-output NAME to read the scores from another of its outputs" in capsys.readouterr().err
     assert pytest.main([*plugin, "--ptq-output", "logits"]) == pytest.ExitCode.OK
-    assert "test_check[" in capsys.readouterr().out
+    assert "test_size_ratio[" in capsys.readouterr().out
 
 
 def _sqrt_of_means(path: Path) -> Path:

@@ -1,20 +1,29 @@
-"""pytest plugin (entry point ``pytest11``): ``pytest --ptq-onnx MODEL.onnx --ptq-data DATA.npz`` runs the
-checks of ``ptq run`` on a user's classifier as parametrized tests, from any directory.
+"""``pytest --ptq-onnx MODEL.onnx --ptq-data DATA.npz``: the checks of ``ptq run`` on a user's classifier as
+parametrized tests, from any directory.
 
-Inert unless ``--ptq-onnx`` is given; then the run collects ``ptq_core/plugin_checks.py`` only.
+Inert unless ``--ptq-onnx`` is given; then the run collects ``your_model.py`` only, and its store is the
+user's (``pytest_ptq_store``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from ptq_core.options import max_drop_points  # light: the plugin loads in every pytest run
 
-_INPUTS = pytest.StashKey[Any]()
-CHECKS_MODULE = Path(__file__).with_name("plugin_checks.py")
+CHECKS_MODULE = Path(__file__).with_name("your_model.py")
+
+
+class UserRun(NamedTuple):
+    inputs: Any  # ptq_core.run.RunInputs
+    cells: tuple[Any, ...]  # the cells --ptq-cells selects
+    max_drop: float
+
+
+_RUN = pytest.StashKey[UserRun]()
 
 
 def _max_drop(text: str) -> float:
@@ -80,10 +89,16 @@ def pytest_configure(config: pytest.Config) -> None:
     from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 
     max_drop = config.getoption("ptq_max_drop")
-    config.stash[_INPUTS] = (inputs, cells, MAX_ACCURACY_DROP_POINTS if max_drop is None else max_drop)
+    config.stash[_RUN] = UserRun(inputs, cells, MAX_ACCURACY_DROP_POINTS if max_drop is None else max_drop)
     config.args[:] = [str(CHECKS_MODULE)]  # the checks of this model, not the tests of the folder it runs in
 
 
-def run_inputs(config: pytest.Config) -> Any:
-    """(RunInputs, cells, max drop) of this run."""
-    return config.stash[_INPUTS]
+def user_run(config: pytest.Config) -> UserRun | None:
+    """The inputs, cells and max drop of a ``--ptq-onnx`` run; None in any other run."""
+    return config.stash.get(_RUN, None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the suite's conftest.py, when run inside the repository
+def pytest_ptq_store(config: pytest.Config) -> Any:
+    run = user_run(config)
+    return run.inputs.open() if run else None

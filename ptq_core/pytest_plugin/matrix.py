@@ -1,0 +1,103 @@
+"""Each cell's tests in one xdist group and tagged with the cell; at the end, the matrix (one row per cell, its
+checks and its accuracy) and the peak memory of each process."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from ptq_core.pytest_plugin import store
+
+
+def cell_of(item: pytest.Item) -> Any:
+    """The cell a test is about (a ``Cell`` or ``Subject`` param), else None."""
+    matrix, checks = sys.modules.get("ptq_core.matrix"), sys.modules.get("ptq_core.checks")
+    if matrix is None:  # nothing imported it: no test has a cell (the plugin stays light in other projects)
+        return None
+    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+        cell = value.cell if checks is not None and isinstance(value, checks.Subject) else value
+        if isinstance(cell, matrix.Cell):
+            return cell
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per cell (``--dist loadgroup``): a cell's checks run in one worker, which loads
+    and inspects its artifact once."""
+    for item in items:
+        cell = cell_of(item)
+        if cell is not None:
+            item.add_marker(pytest.mark.xdist_group(cell.id))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Tag each report with the cell it is about, so the summary groups by cell without parsing test ids."""
+    report = yield
+    cell = cell_of(item)
+    if cell is not None:
+        report.user_properties.append(("cell", cell.id))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The whole matrix at a glance: one row per cell, its checks and its accuracy."""
+    cells: dict[str, dict[str, object]] = {}
+    for outcome in ("passed", "failed", "xfailed", "xpassed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            props = dict(getattr(report, "user_properties", ()))
+            if "cell" not in props or getattr(report, "when", "call") not in ("call", "setup"):
+                continue
+            if report.when == "setup" and outcome == "passed":
+                continue
+            row = cells.setdefault(props["cell"], {"passed": 0, "failed": 0, "xfailed": 0, "skipped": 0})
+            key = "failed" if outcome in ("error", "xpassed") else outcome
+            row[key] = int(row[key]) + 1  # type: ignore[call-overload]
+            row.update(dict(report.user_properties))
+    if not cells and store(config) is None:
+        return
+    peaks = config.stash.get(_PEAK_RSS, {}) or {"main": _peak_rss_mib()}
+    terminalreporter.write_line(
+        "peak memory per process: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in sorted(peaks.items()))
+    )
+    if not cells:
+        return
+    terminalreporter.write_sep("=", "PTQ matrix (accuracy on the test images; Δ against FP32 on the same runtime)")
+    terminalreporter.write_line(f"{'cell':58} {'accuracy, Δ pts, by runtime':>40} {'checks':>8}  result")
+    for cell in sorted(cells):
+        row = cells[cell]
+        accs = sorted((k.split("@", 1)[1], v) for k, v in row.items() if k.startswith(("accuracy@", "outcome@")))
+        acc_text = "  ".join(
+            f"{rt} {acc:.2%} {(acc - float(row['fp32@' + rt])) * 100:+.2f}"  # type: ignore[arg-type, operator]
+            if "fp32@" + rt in row
+            else f"{rt} {acc}"  # the outcome of an evaluation that failed
+            for rt, acc in accs
+        )
+        total = sum(int(row[k]) for k in ("passed", "failed", "xfailed", "skipped"))  # type: ignore[call-overload]
+        result = (
+            "FAIL" if row["failed"] else "known failure" if row["xfailed"] else "skipped" if row["skipped"] else "ok"
+        )
+        terminalreporter.write_line(f"{cell:58} {acc_text:>40} {row['passed']:>3}/{total:<4}  {result}")
+
+
+_PEAK_RSS = pytest.StashKey[dict]()
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    peaks = node.config.stash.setdefault(_PEAK_RSS, {})
+    peaks[node.gateway.id] = node.workeroutput.get("peak_rss_mib", float("nan"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput"):
+        session.config.workeroutput["peak_rss_mib"] = _peak_rss_mib()  # type: ignore[attr-defined]
