@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ptq_core.cifar10 import NUM_CLASSES
 from ptq_core.errors import PTQError
 
-NUM_CLASSES = 10
 INPUT_SHAPE = (32, 32, 3)
 STEM_CHANNELS = 16
 # (out_channels, stride) of each depthwise-separable block: 32x32 -> 16x16 -> 8x8 -> 4x4

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ptq_core.cifar10 import NUM_CLASSES
 from ptq_core.errors import PTQError
 
 BN_EPS = 1e-3
-NUM_CLASSES = 10
 INPUT_SHAPE = (32, 32, 3)
 
 

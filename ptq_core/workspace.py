@@ -138,7 +138,7 @@ class Workspace(ArtifactStore):
         key = {
             "artifact": name,
             "weights_sha256": spec.weights_sha256(),
-            "code": cache.code_digest([spec.module, f"formats/{form.module}", "formats/pt2"]),
+            "code": cache.code_digest([spec.module, "cifar10", f"formats/{form.module}", "formats/pt2"]),
             "versions": cache.library_versions(form.libraries),
         }
         return cache.build_once(
