@@ -1,4 +1,4 @@
-"""Stratified, seeded calibration sets drawn from a CIFAR-10 split."""
+"""Stratified, seeded calibration sets drawn from a labelled split, as a registered model takes its images."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from ptq_core.cifar10 import NUM_CLASSES
 from ptq_core.errors import PTQError
+from ptq_core.models import Model
 
 SCORED_SPLITS = ("test", "data")  # CIFAR-10's test split; the images `ptq run` scores a user's model on
 
@@ -83,20 +84,27 @@ class CalibrationSet:
         return mask
 
 
-def calibration_set(split_images: np.ndarray, split_labels: np.ndarray, config: CalibrationConfig) -> CalibrationSet:
-    """The stratified set of ``config`` drawn from a split's images (N, 32, 32, 3) and labels (N,)."""
-    if not isinstance(split_images, np.ndarray) or split_images.ndim != 4 or split_images.shape[1:] != (32, 32, 3):
-        shape = getattr(split_images, "shape", type(split_images).__name__)
-        raise PTQError(f"calibration images must be an array of shape (N, 32, 32, 3) (NHWC), got {shape}")
+def calibration_set(
+    split_images: np.ndarray, split_labels: np.ndarray, config: CalibrationConfig, model: Model
+) -> CalibrationSet:
+    """The set of ``config`` drawn from a split's images and labels (N,), stratified over ``model``'s classes:
+    its images as ``model`` takes them (its input shape, dtype and value range)."""
+    shape = ", ".join(map(str, model.input_shape))
+    if not isinstance(split_images, np.ndarray) or split_images.shape[1:] != model.input_shape:
+        got = getattr(split_images, "shape", type(split_images).__name__)
+        raise PTQError(f"calibration images must be an array of shape (N, {shape}) ({model.layout}), got {got}")
     if len(split_images) != len(np.asarray(split_labels)):
         raise PTQError(
             f"{len(split_images)} images but {len(np.asarray(split_labels))} labels: pass one label per image"
         )
-    idx = stratified_indices(np.asarray(split_labels), config.num_samples, config.seed)
-    images = split_images[idx].astype(np.float32)
-    bad = int((~np.isfinite(images) | (images < 0) | (images > 255)).sum())
+    classes = np.arange(model.num_classes)
+    idx = stratified_indices(np.asarray(split_labels), config.num_samples, config.seed, classes=classes)
+    images = split_images[idx].astype(model.input_dtype)
+    low, high = model.input_range
+    bad = int((~np.isfinite(images) | (images < low) | (images > high)).sum())
     if bad:
         raise PTQError(
-            f"calibration images must be raw pixels in [0, 255] (no NaN/inf, not normalised): {bad} values are not"
+            f"calibration images must hold {model.name}'s input values, in [{low:g}, {high:g}] (no NaN/inf): "
+            f"{bad} values are not"
         )
     return CalibrationSet(images, np.asarray(split_labels)[idx], idx, config)

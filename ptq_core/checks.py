@@ -64,7 +64,7 @@ class Context:
             fp32=store.fp32(cell.backend_spec.format, cell.model),
             evaluate=lambda path, runtime: result_on_test(store, path, runtime, cell.model),
             images=store.split("test").images[:64],
-            calibration=store.calibration(),
+            calibration=store.calibration(model=cell.model),
             record=built_key(artifact),
             sibling=store.quantized,
             max_drop=max_drop,

@@ -168,7 +168,7 @@ class UserStore(ArtifactStore):
     def split(self, name: str = "test") -> Split:
         return self.pool if name == "calibration" and self.pool is not None else self.data
 
-    def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
+    def calibration(self, config: CalibrationConfig = CalibrationConfig(), model: str = "") -> CalibrationSet:
         return self.calib
 
     def fp32(self, fmt: str, model: str = "") -> Path:

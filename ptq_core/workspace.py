@@ -43,7 +43,10 @@ class ArtifactStore:
     def split(self, name: str = "test") -> Split:
         raise NotImplementedError
 
-    def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
+    def calibration(
+        self, config: CalibrationConfig = CalibrationConfig(), model: str = DEFAULT_MODEL
+    ) -> CalibrationSet:
+        """The calibration set of ``config``, as ``model`` takes its images."""
         raise NotImplementedError
 
     def fp32(self, fmt: str, model: str = DEFAULT_MODEL) -> Path:
@@ -68,7 +71,7 @@ class ArtifactStore:
     def build_inputs(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> tuple[BuildInputs, dict]:
         """What the cell's backend quantizes from, and the part of a cache key that covers it."""
         backend = cell.backend_spec
-        calib = self.calibration(config)
+        calib = self.calibration(config, cell.model)
         fp32 = self.fp32(backend.source, cell.model)
         common = {
             "fp32_sha256": sources.file_digest(fp32),
@@ -124,8 +127,10 @@ class Workspace(ArtifactStore):
     def split(self, name: str = "test") -> Split:
         return _split(self.cifar10_dir, name)
 
-    def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
-        return _calibration(self.cifar10_dir, config)
+    def calibration(
+        self, config: CalibrationConfig = CalibrationConfig(), model: str = DEFAULT_MODEL
+    ) -> CalibrationSet:
+        return _calibration(self.cifar10_dir, config, model)
 
     def fp32_module(self, model: str = DEFAULT_MODEL) -> Any:
         spec = get_model(model)
@@ -150,10 +155,10 @@ class Workspace(ArtifactStore):
 
 
 @functools.lru_cache(maxsize=16)
-def _calibration(folder: Path, config: CalibrationConfig) -> CalibrationSet:
+def _calibration(folder: Path, config: CalibrationConfig, model: str) -> CalibrationSet:
     """Drawn once per process (every cache lookup asks for it); read-only, as every caller shares it."""
     split = _split(folder, config.split)
-    calib = calibration_set(split.images, split.labels, config)
+    calib = calibration_set(split.images, split.labels, config, get_model(model))
     for array in (calib.images, calib.labels, calib.indices):
         if array is not None:
             array.setflags(write=False)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ptq_core.calibration import CalibrationConfig, stratified_indices
+from ptq_core.calibration import CalibrationConfig, calibration_set, stratified_indices
 from ptq_core.errors import PTQError
+from ptq_core.models import get_model
 
 # label arrays in which every class has at least `floor` images
 labels_st = st.integers(1, 40).flatmap(
@@ -82,3 +85,19 @@ def test_test_split_protocol_holds_out_its_own_images(ws) -> None:
     assert np.bincount(calib.labels, minlength=10).tolist() == [5] * 10
     held_out = calib.held_out(len(test))
     assert held_out.sum() == 10_000 - 50 and not held_out[calib.indices].any()
+
+
+def test_a_calibration_set_is_drawn_as_its_model_takes_images() -> None:
+    """The input shape, value range and classes are the model's declaration, not CIFAR-10's."""
+    tiny = dataclasses.replace(
+        get_model("resnet8"), name="tiny", input_shape=(3, 8, 8), layout="NCHW", input_range=(-1.0, 1.0), num_classes=4
+    )
+    images, labels = np.linspace(-1, 1, 40 * 192, dtype=np.float32).reshape(40, 3, 8, 8), np.arange(40) % 4
+    calib = calibration_set(images, labels, CalibrationConfig(num_samples=8), tiny)
+    assert np.bincount(calib.labels).tolist() == [2] * 4
+    with pytest.raises(PTQError, match=r"shape \(N, 3, 8, 8\) \(NCHW\)"):
+        calibration_set(images.transpose(0, 2, 3, 1), labels, CalibrationConfig(num_samples=8), tiny)
+    with pytest.raises(PTQError, match=r"tiny's input values, in \[-1, 1\]"):
+        calibration_set(images * 2, labels, CalibrationConfig(num_samples=8), tiny)
+    with pytest.raises(PTQError, match="labels must lie in 0..3"):
+        calibration_set(images, np.arange(40) % 5, CalibrationConfig(num_samples=8), tiny)

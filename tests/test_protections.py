@@ -140,7 +140,9 @@ class TinyStore(ArtifactStore):
     def split(self, name: str = "test") -> cifar10.Split:
         return self.test
 
-    def calibration(self, config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
+    def calibration(
+        self, config: CalibrationConfig = CalibrationConfig(), model: str = DEFAULT_MODEL
+    ) -> CalibrationSet:
         return self.calib
 
     def fp32(self, fmt: str, model: str = DEFAULT_MODEL) -> Path:

@@ -23,9 +23,11 @@ from ptq_core.cifar10 import read_batch
 from ptq_core.errors import PTQError
 from ptq_core.eval import predict_scores
 from ptq_core.matrix import Cell
+from ptq_core.models import get_model
 from ptq_core.runtimes import as_predictor
 
 ROOT = Path(__file__).parents[1]
+RESNET8 = get_model("resnet8")
 
 # things a corrupt or hostile batch file might hold
 _values = st.one_of(
@@ -94,9 +96,9 @@ def test_fuzzed_batches_reach_the_valid_branch(tmp_path: Path) -> None:
 def test_calibration_from_bad_pixels_gets_a_ptq_error(images: np.ndarray) -> None:
     labels = np.arange(len(images)) % 10
     try:
-        calib = calibration_set(images, labels, CalibrationConfig(num_samples=10))
+        calib = calibration_set(images, labels, CalibrationConfig(num_samples=10), RESNET8)
     except PTQError as exc:
-        assert "raw pixels in [0, 255]" in str(exc)
+        assert "resnet8's input values, in [0, 255]" in str(exc)
         return
     assert np.isfinite(calib.images).all() and 0 <= calib.images.min() and calib.images.max() <= 255
 
@@ -106,7 +108,7 @@ def test_calibration_from_bad_pixels_gets_a_ptq_error(images: np.ndarray) -> Non
 def test_calibration_from_bad_labels_gets_a_ptq_error(labels: np.ndarray) -> None:
     images = np.zeros((len(labels), 32, 32, 3), np.uint8)
     try:
-        calib = calibration_set(images, labels, CalibrationConfig(num_samples=10))
+        calib = calibration_set(images, labels, CalibrationConfig(num_samples=10), RESNET8)
     except PTQError:
         return
     assert np.bincount(calib.labels, minlength=10).tolist() == [1] * 10
@@ -115,7 +117,7 @@ def test_calibration_from_bad_labels_gets_a_ptq_error(labels: np.ndarray) -> Non
 @pytest.mark.parametrize("shape", [(4, 3, 32, 32), (4, 32, 32), (32, 32, 3)])
 def test_calibration_from_wrong_shape_gets_a_ptq_error(shape) -> None:
     with pytest.raises(PTQError, match=r"shape \(N, 32, 32, 3\)"):
-        calibration_set(np.zeros(shape, np.uint8), np.arange(4) % 10, CalibrationConfig(num_samples=10))
+        calibration_set(np.zeros(shape, np.uint8), np.arange(4) % 10, CalibrationConfig(num_samples=10), RESNET8)
 
 
 def test_build_killed_mid_write_leaves_nothing_a_later_run_uses(tmp_path: Path) -> None:
