@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptq_core import bench, cpu_peak
+from ptq_core import bench, bench_ort, cpu_peak
 from ptq_core.formats.onnx import uint8_input
 from ptq_core.matrix import Cell
 from ptq_core.runtimes import as_predictor
@@ -18,7 +18,7 @@ from ptq_core.runtimes import as_predictor
 def test_uint8_input_rewrite_predicts_exactly_as_the_qdq_model(quantized, test_split, tmp_path: Path) -> None:
     qdq = quantized(Cell("onnxruntime", "u8s8"))
     uint8_input(qdq, tmp_path / "u8.onnx")
-    session = bench._ort_session(tmp_path / "u8.onnx", 1, spinning=False)
+    session = bench_ort.session(tmp_path / "u8.onnx", 1, spinning=False)
     images = test_split.images[:2000]
     assert images.dtype == np.uint8
     raw = session.run(None, {session.get_inputs()[0].name: images})[0]

@@ -57,12 +57,15 @@ def main(args: argparse.Namespace) -> int:
     if args.ort_attempts:
         import numpy as np
 
+        from ptq_core import bench_ort
         from ptq_core.matrix import Cell
 
-        result["ort_attempts"] = bench.ort_attempts(ws, args.model, rounds=args.rounds)
+        result["ort_attempts"] = bench_ort.ort_attempts(ws, args.model, rounds=args.rounds)
         images = np.ascontiguousarray(ws.split("test").images[:256], dtype=np.float32)
-        result["ort_profile"] = bench.op_profile(ws.quantized(Cell("onnxruntime", "u8s8", model=args.model)), images)
-        text += "\n" + bench.attempts_markdown(result["ort_attempts"], result["ort_profile"])
+        result["ort_profile"] = bench_ort.op_profile(
+            ws.quantized(Cell("onnxruntime", "u8s8", model=args.model)), images
+        )
+        text += "\n" + bench_ort.attempts_markdown(result["ort_attempts"], result["ort_profile"])
     print(text)
     if args.out:
         write_folder(
