@@ -2,8 +2,9 @@
 
 Each check declares which cells it applies to (by their properties) and whether it runs once per
 artifact or once per runtime; the cells it is known to fail on are in ``ptq_core.known_failures``.
-The suite parametrizes them (``tests/test_checks.py``); ``run_checks`` runs them anywhere. A failed check
-raises :class:`CheckFailed` with a message that names the cell and what it measured.
+The suite and a user's pytest run parametrize them (``ptq_core.pytest_plugin.checks``); ``run_checks`` runs
+them anywhere. A failed check raises :class:`CheckFailed` with a message that names the cell and what it
+measured.
 """
 
 from __future__ import annotations
@@ -293,19 +294,6 @@ def subjects(check: Check, cells: tuple[Cell, ...] = CELLS) -> Iterator[Subject]
                 yield from (Subject(cell, rt.name) for rt in cell.runtimes)
             else:
                 yield Subject(cell)
-
-
-def pytest_params(check: Check | Callable[[Context], None], cells: tuple[Cell, ...] = CELLS) -> list[Any]:
-    """The subjects of ``check`` as pytest params; known failures become xfail(strict=True)."""
-    import pytest
-
-    check = check if isinstance(check, Check) else CHECKS_BY_NAME[check.__name__]
-    params = []
-    for s in subjects(check, cells):
-        reason = known_failure(s.cell, check.name, s.runtime)
-        marks = [pytest.mark.xfail(reason=reason, strict=True, raises=CheckFailed)] if reason else []
-        params.append(pytest.param(s, id=s.id, marks=marks))
-    return params
 
 
 @dataclass(frozen=True)
