@@ -165,7 +165,7 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
             build(tmp)
             digest = file_digest(tmp)
             os.replace(tmp, path)
-            _write_atomic(_sidecar(path), json.dumps({"key": key, "sha256": digest}, indent=1, sort_keys=True))
+            write_atomic(_sidecar(path), json.dumps({"key": key, "sha256": digest}, indent=1, sort_keys=True))
         except OSError as exc:
             raise PTQError(
                 f"building {path} failed: {exc}. Check that {path.parent} is writable and has "
@@ -180,7 +180,8 @@ def build_once(path: Path, key: Mapping[str, Any], build: Callable[[Path], None]
         lock.release()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` at ``path``, never half-written: written beside it under a temporary name, then renamed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

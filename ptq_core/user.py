@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from ptq_core import cache, sources
+from ptq_core.backends import BACKENDS
 from ptq_core.calibration import CalibrationConfig, CalibrationSet, stratified_indices
 from ptq_core.cifar10 import Split
 from ptq_core.errors import PTQError
+from ptq_core.matrix import Cell, cells_of
 from ptq_core.models import MODELS, Model, register_model
 from ptq_core.user_inputs import (
     check_batch,
@@ -185,6 +187,16 @@ class UserStore(ArtifactStore):
 
     def fp32_module(self, model: str = "") -> Any:
         return _no_module()
+
+    def cells(self, model: str = "") -> tuple[Cell, ...]:
+        """Every cell of every backend that quantizes ONNX files."""
+        return tuple(c for b in BACKENDS.values() if b.source == "onnx" for c in cells_of(b, self.model.name))
+
+    def tuning_split(self) -> str | None:
+        return None if self.pool is None else self.pool.name
+
+    def fixed_calibration(self) -> CalibrationConfig | None:
+        return self.calib.config
 
     def data_sha256(self, name: str = "test") -> str:
         split = self.split(name)  # every cached prediction asks: hash the 100+ MB once

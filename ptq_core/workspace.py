@@ -18,7 +18,7 @@ from ptq_core.backends import BuildInputs
 from ptq_core.calibration import CalibrationConfig, CalibrationSet, calibration_set
 from ptq_core.cifar10 import TEST_DATA_SHA256, Split, load_split
 from ptq_core.formats import FORMATS
-from ptq_core.matrix import Cell
+from ptq_core.matrix import CELLS, Cell
 from ptq_core.models import DEFAULT_MODEL, get_model
 
 MODELS_ENV = "PTQ_MODELS_DIR"
@@ -33,9 +33,9 @@ def _split(folder: Path, name: str) -> Split:
 class ArtifactStore:
     """Builds every cell's artifact once from a store's FP32 models and calibration set (``quantized``).
 
-    A store provides ``models_dir``, ``split``, ``calibration``, ``fp32``, ``fp32_module`` and
-    ``data_sha256``: :class:`Workspace` for the registered models on CIFAR-10, ``ptq_core.user.UserStore``
-    for a user's ONNX classifier on the user's images.
+    A store provides ``models_dir``, ``split``, ``calibration``, ``fp32``, ``fp32_module``, ``data_sha256``
+    and, for ``ptq tune``, ``cells``, ``tuning_split`` and ``fixed_calibration``: :class:`Workspace` for the
+    registered models on CIFAR-10, ``ptq_core.user.UserStore`` for a user's ONNX classifier on the user's images.
     """
 
     models_dir: Path
@@ -57,6 +57,18 @@ class ArtifactStore:
 
     def data_sha256(self, name: str = "test") -> str:
         """Digest of a split's images and labels: it keys every cached prediction made on them."""
+        raise NotImplementedError
+
+    def cells(self, model: str = DEFAULT_MODEL) -> tuple[Cell, ...]:
+        """The cells of ``model`` the store builds."""
+        raise NotImplementedError
+
+    def tuning_split(self) -> str | None:
+        """The labelled split that calibrates and validates (``ptq tune``); None: the store has none."""
+        raise NotImplementedError
+
+    def fixed_calibration(self) -> CalibrationConfig | None:
+        """The one calibration set every cell is built from, whatever config is asked; None: each config's own."""
         raise NotImplementedError
 
     def artifact_path(self, cell: Cell, config: CalibrationConfig = CalibrationConfig()) -> Path:
@@ -152,6 +164,15 @@ class Workspace(ArtifactStore):
 
     def data_sha256(self, name: str = "test") -> str:
         return TEST_DATA_SHA256 if name == "test" else _split_digest(self.cifar10_dir, name)
+
+    def cells(self, model: str = DEFAULT_MODEL) -> tuple[Cell, ...]:
+        return tuple(c for c in CELLS if c.model == model)
+
+    def tuning_split(self) -> str | None:
+        return "train"
+
+    def fixed_calibration(self) -> CalibrationConfig | None:
+        return None
 
 
 @functools.lru_cache(maxsize=16)

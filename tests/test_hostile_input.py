@@ -520,9 +520,9 @@ def test_tune_and_the_plugin_read_the_output_they_are_told(tmp_path, capsys, mon
     status, text = _status(argv, capsys)
     assert status == 2 and "output 'features' of features_tuned.onnx (96 scores per image) gets 0 of" in text, text
     status, text = _status([*argv, "--output", "logits", "--calibration-samples", "0"], capsys)
-    assert status == 2, text  # past the open: refused for its --calibration-samples, in this set's own terms
-    assert "--calibration-samples 0: give at least 4, one image of each of the 4 classes of --calibration" in text
-    assert "(it holds 60 images; more takes them all)" in text and "10000 train images" not in text
+    assert status == 2, text  # past the open: a user's model has one calibration set, in this set's own terms
+    assert "--calibration-samples 0: ptq tune --onnx calibrates every cell on one set, 60 stratified images" in text
+    assert "10000 train images" not in text
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTEST_ADDOPTS", "")
@@ -794,7 +794,8 @@ def test_a_cache_error_names_the_option_that_chose_the_cache(tmp_path, capsys, m
 @no_held_out
 def test_a_quantized_file_larger_than_its_fp32_is_reported_larger(first_run) -> None:
     """It was "1.00x smaller" (the 8-bit file of a model with no weights gains its Q/DQ nodes)."""
-    from ptq_core import render, tune_report
+    from ptq_core import render
+    from ptq_core.tune import report as tune_report
 
     _, out = first_run
     results = json.loads((out / "results.json").read_text())

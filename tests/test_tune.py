@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 from ptq_core import cli, tune
 from ptq_core.cache import BUILD_LOG
 from ptq_core.calibration import CalibrationConfig, stratified_indices
+from ptq_core.errors import PTQError
+from ptq_core.matrix import Cell
 from ptq_core.sources import file_digest
+from ptq_core.tune.candidates import cell_candidates
+from ptq_core.tune.protocol import Protocol
+from ptq_core.tune.search import Row
+from tests.test_failures_are_results import tiny_classifier, tiny_data
 
 
 @settings(max_examples=60, deadline=None)
@@ -33,14 +40,8 @@ def test_validation_images_are_stratified_and_never_calibration_images(n, calib,
     assert counts.max() - counts.min() <= 1
 
 
-def _row(name: str, drop: float, speed: float | None, size: int, accuracy: float) -> dict[str, object]:
-    return {
-        "candidate": name,
-        "validation_drop_points": drop,
-        "vs_ort_fp32": speed,
-        "file_bytes": size,
-        "validation_accuracy": accuracy,
-    }
+def _row(name: str, drop: float, speed: float | None, size: int, accuracy: float) -> Row:
+    return Row(name, "cell", "onnxruntime", f"{name}.onnx", size, accuracy, drop, vs_ort_fp32=speed)
 
 
 # a small search space whose answer is known: c is the fastest within 0.3, e the smallest, f is dominated by c
@@ -57,13 +58,55 @@ GAINS = _row("h", -0.2, 2.58, 125, 0.89)  # as fast, but further from FP32 than 
 
 
 def test_the_choice_is_the_fastest_candidate_within_the_drop() -> None:
-    assert tune.choose(ROWS, 0.3)["candidate"] == "c"  # a is faster but 0.9 points down; d was never timed
-    assert tune.choose(ROWS, 0.3, "size")["candidate"] == "e"
-    assert tune.choose(ROWS, 0.05) is None
-    assert tune.choose([*ROWS, AS_FAST], 0.3)["candidate"] == "g"
-    assert tune.choose([*ROWS, AS_FAST, GAINS], 0.3)["candidate"] == "g"
-    assert tune.choose([*ROWS, GAINS], 0.3)["candidate"] == "h"  # closer to FP32 than c
-    assert {r["candidate"] for r in tune.pareto(ROWS)} == {"a", "b", "c", "e"}
+    def chosen(rows: list[Row], max_drop: float, objective: str = "speed") -> str | None:
+        row = tune.choose(rows, max_drop, objective)
+        return None if row is None else row.candidate
+
+    assert chosen(ROWS, 0.3) == "c"  # a is faster but 0.9 points down; d was never timed
+    assert chosen(ROWS, 0.3, "size") == "e"
+    assert chosen(ROWS, 0.05) is None
+    assert chosen([*ROWS, AS_FAST], 0.3) == "g"
+    assert chosen([*ROWS, AS_FAST, GAINS], 0.3) == "g"
+    assert chosen([*ROWS, GAINS], 0.3) == "h"  # closer to FP32 than c
+    assert {r.candidate for r in tune.pareto(ROWS)} == {"a", "b", "c", "e"}
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [
+        (CalibrationConfig(200), CalibrationConfig(1000)),
+        (CalibrationConfig(500), CalibrationConfig(1000)),
+        (CalibrationConfig(200, 42, "calibration"),),  # a user's one set
+    ],
+    ids=["200-1000", "500-1000", "user"],
+)
+def test_entropy_cells_are_searched_on_the_first_calibration_set_only(configs) -> None:
+    store = SimpleNamespace(quantized=lambda cell, config: Path(cell.artifact_name))
+    cells = tuple(Cell("onnxruntime", "uint8", calibrator, "per_tensor") for calibrator in ("entropy", "minmax"))
+    protocol = Protocol("train", configs, np.arange(0), np.arange(0), np.arange(0))
+    found = {(c.cell.calibrator, c.calibration) for c in cell_candidates(store, cells, protocol, ())}
+    assert found == {("entropy", configs[0])} | {("minmax", c) for c in configs}
+
+
+def test_a_calibrator_variant_changes_only_settings_its_calibrator_has() -> None:
+    from ptq_core.backends import onnxruntime as ort
+
+    for calibrator, variants in ort.CALIBRATOR_VARIANTS.items():
+        for options in variants:
+            assert ort.calibrator_settings(calibrator, options) == {**ort.CALIBRATOR_OPTIONS[calibrator], **options}
+    with pytest.raises(PTQError, match="entropy calibrator option 'percentile': choose among num_bins, num_quantized"):
+        ort.calibrator_settings("entropy", {"percentile": 99.9})
+
+
+def test_a_user_model_refuses_calibration_sizes_it_has_no_set_of(tmp_path: Path, capsys) -> None:
+    args = ["tune", "--onnx", tiny_classifier(tmp_path / "tiny.onnx"), "--data", tiny_data(tmp_path / "data.npz"),
+            "--calibration", tiny_data(tmp_path / "calibration.npz", n=600), "--cache", tmp_path / "cache",
+            "--max-drop", "3", "--calibration-samples", "200", "500", "--out", tmp_path / "out"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        cli.main([str(a) for a in args])
+    message = "--calibration-samples 200 500: ptq tune --onnx calibrates every cell on one set, 200 stratified images"
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def _tune(capsys, out: Path, *args: str) -> tuple[int, str]:

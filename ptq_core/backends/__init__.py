@@ -2,14 +2,15 @@
 
 A backend module ``ptq_core/backends/<name>.py`` defines ``BACKEND = Backend(...)`` and a
 ``quantize(inputs, cell, out)``; listing its name in ``BACKEND_MODULES`` registers it. Everything else
-(cells, cache keys, baselines, checks, the report, the CLI, the terminal summary) reads the declaration.
+(cells, cache keys, baselines, checks, the report, the CLI, the terminal summary, ``ptq tune``'s search) reads
+the declaration.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ class BuildInputs:
 
 
 @dataclass(frozen=True)
+class MixedPrecision:
+    """How ``ptq tune`` leaves a backend's most sensitive layers in float (``quantize``'s ``float_layers``)."""
+
+    dtype: str  # the cell it starts from: this dtype at the backend's default calibrator and granularity
+    ranking_runtime: str  # where each build with one layer in float is scored to rank the layers
+    layers: Callable[[BuildInputs], tuple[str, ...]]  # the conv/linear layers it may leave, as quantize names them
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str
     source: str  # the FP32 format it quantizes ("onnx", "pt2") ...
@@ -47,13 +57,31 @@ class Backend:
     libraries: tuple[str, ...]  # whose versions key its artifacts and its baselines
     min_file_ratio: float  # FP32 file / 8-bit file; the derivation sits beside each declaration
     twin: Callable[[Any], Any] | None = None  # cell -> the onnxruntime cell it is compared with
+    mixed_precision: MixedPrecision | None = None  # None: ptq tune leaves no layer of it in float
+    # ptq tune's other settings of a calibrator, searched beside the cell's own (``quantize``'s calibrator_options)
+    calibrator_variants: Mapping[str, tuple[Mapping[str, object], ...]] = field(default_factory=dict)
 
     @property
     def module(self) -> Any:
         return importlib.import_module(f"ptq_core.backends.{self.name}")
 
-    def quantize(self, inputs: BuildInputs, cell: Any, out: Path) -> None:
-        self.module.quantize(inputs, cell, out)
+    def quantize(
+        self,
+        inputs: BuildInputs,
+        cell: Any,
+        out: Path,
+        float_layers: tuple[str, ...] = (),
+        calibrator_options: Mapping[str, object] | None = None,
+    ) -> None:
+        """The cell's artifact at ``out``; ``float_layers`` (see ``mixed_precision``) stay in float, and
+        ``calibrator_options`` (one of ``calibrator_variants``) replace the calibrator's settings. A backend
+        declaring neither takes ``quantize(inputs, cell, out)`` only: the keywords go only when given."""
+        variant: dict[str, Any] = {}
+        if float_layers:
+            variant["float_layers"] = float_layers
+        if calibrator_options:
+            variant["calibrator_options"] = calibrator_options
+        self.module.quantize(inputs, cell, out, **variant)
 
 
 def _load() -> dict[str, Backend]:

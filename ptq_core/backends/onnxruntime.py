@@ -4,7 +4,8 @@ dtype names are activation/weight types: int8 = S8S8, uint8 = U8U8, u8s8 = U8S8 
 quantize_static passes no bin counts to histogram calibrators (entropy then degenerates to min/max), so
 every calibrator is built here with explicit options, and its ranges reach quantize_static as its
 calibration cache. Ranges depend on the model, the images and the calibrator only, so every cell that
-shares a calibrator shares them (entropy's KL search is ~11 s of pure Python).
+shares a calibrator shares them (entropy's KL search is ~11 s of pure Python). ``ptq tune`` also leaves
+nodes in float (``nodes_to_exclude``) and searches other calibrator settings (``CALIBRATOR_VARIANTS``).
 
 The scores leave the model in float, as NNCF's and torchao's do: quantize_static's default also quantizes
 the softmax and the logits, and 8-bit probabilities tie the top class of 85-107 of ResNet8's 10,000 test
@@ -14,17 +15,20 @@ images (argmax then decides by class order), while OpenVINO runs a FakeQuantize 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ptq_core.backends import Backend, BuildInputs, Stored
-from ptq_core.formats.onnx import input_name
+from ptq_core.backends import Backend, BuildInputs, MixedPrecision, Stored
+from ptq_core.errors import PTQError
+from ptq_core.formats.onnx import WEIGHT_OPS, input_name
 
 MAX_CALIB_BATCH = 50
 # measured on ResNet8: entropy 2048/128 best (86.6 %); 1024/128 86.1 %, 2048/512 85.8 %, 2048/255 71.6 %.
@@ -35,6 +39,19 @@ CALIBRATOR_OPTIONS: dict[str, dict[str, object]] = {
     "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": True},
     "distribution": {"num_bins": 2048, "scenario": "same"},
 }
+# searched by ptq tune beside the cells' own: clipping more outliers, and a coarser entropy histogram
+CALIBRATOR_VARIANTS: dict[str, tuple[Mapping[str, object], ...]] = {
+    "percentile": ({"percentile": 99.99}, {"percentile": 99.9}),
+    "entropy": ({"num_bins": 1024},),
+}
+
+
+def weight_layers(inputs: BuildInputs) -> tuple[str, ...]:
+    """The FP32 model's conv and gemm nodes: what ``nodes_to_exclude`` may leave in float."""
+    import onnx
+
+    return tuple(n.name for n in onnx.load(str(inputs.fp32)).graph.node if n.op_type in WEIGHT_OPS)
+
 
 BACKEND = Backend(
     name="onnxruntime",
@@ -51,6 +68,8 @@ BACKEND = Backend(
     # ResNet8's 78 k weights are ~310 KB of the 318 KB FP32 file; 8-bit weights with per-channel
     # scales leave ~100 KB: 3.1x measured, so 3.0x catches any weight left in float.
     min_file_ratio=3.0,
+    mixed_precision=MixedPrecision(dtype="u8s8", ranking_runtime="onnxruntime", layers=weight_layers),
+    calibrator_variants=CALIBRATOR_VARIANTS,
 )
 
 
@@ -102,10 +121,10 @@ def save_ranges(
     images: np.ndarray,
     input_name: str,
     out: Path,
-    options: dict[str, object] | None = None,
+    settings: Mapping[str, object],
 ) -> None:
-    """The calibrator's activation ranges as quantize_static's calibration cache (JSON) at ``out``;
-    ``options`` replace ``CALIBRATOR_OPTIONS`` (``ptq tune``'s calibrator variants)."""
+    """The calibrator's activation ranges with ``settings`` (``calibrator_settings``) as quantize_static's
+    calibration cache (JSON) at ``out``."""
     from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -115,7 +134,7 @@ def save_ranges(
             sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),  # what quantize_static quantizes by default
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=_method(calibrator),
-            extra_options=CALIBRATOR_OPTIONS[calibrator] if options is None else options,
+            extra_options=dict(settings),
         )
         with contextlib.redirect_stdout(io.StringIO()):  # histogram collectors print progress
             cal.collect_data(_ImageReader(images, input_name))
@@ -125,21 +144,44 @@ def save_ranges(
     save_tensors_data(ranges, out)
 
 
-def quantize(inputs: BuildInputs, cell: Any, out: Path) -> None:
-    """Pre-process, take the calibrator's shared ranges, and quantize into a QDQ model at ``out``."""
+def calibrator_settings(calibrator: str, options: Mapping[str, object] | None = None) -> dict[str, object]:
+    """The calibrator's settings (``CALIBRATOR_OPTIONS``), ``options`` replacing some of them."""
+    settings = CALIBRATOR_OPTIONS[calibrator]
+    unknown = sorted(set(options or {}) - set(settings))
+    if unknown:
+        raise PTQError(f"{calibrator} calibrator option {unknown[0]!r}: choose among {', '.join(settings) or 'none'}")
+    return {**settings, **(options or {})}
+
+
+def ranges(inputs: BuildInputs, cell: Any, options: Mapping[str, object] | None = None) -> Path:
+    """The cell's calibrator's ranges on the calibration images (with ``options``), built once and shared by
+    every cell of that calibrator: the one place their file is named."""
+    settings = calibrator_settings(cell.calibrator, options)
+    tag = f"-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}" if options else ""
     images = np.ascontiguousarray(inputs.images)  # in the dtype the model takes
-    ranges = inputs.shared(
-        f"ranges-{cell.calibrator}.json",
-        lambda tmp: save_ranges(inputs.fp32, cell.calibrator, images, input_name(inputs.fp32), tmp),
+    return inputs.shared(
+        f"ranges-{cell.calibrator}{tag}.json",
+        lambda tmp: save_ranges(inputs.fp32, cell.calibrator, images, input_name(inputs.fp32), tmp, settings),
     )
-    quantize_with_ranges(inputs.fp32, ranges, cell, out)
+
+
+def quantize(
+    inputs: BuildInputs,
+    cell: Any,
+    out: Path,
+    float_layers: tuple[str, ...] = (),
+    calibrator_options: Mapping[str, object] | None = None,
+) -> None:
+    """Pre-process, take the calibrator's shared ranges, and quantize into a QDQ model at ``out``; the nodes
+    named in ``float_layers`` stay in float."""
+    quantize_with_ranges(inputs.fp32, ranges(inputs, cell, calibrator_options), cell, out, float_layers=float_layers)
 
 
 def quantize_with_ranges(
-    fp32_onnx: Path, ranges: Path, cell: Any, out: Path, fmt: str = "QDQ", nodes_to_exclude: tuple[str, ...] = ()
+    fp32_onnx: Path, ranges: Path, cell: Any, out: Path, fmt: str = "QDQ", float_layers: tuple[str, ...] = ()
 ) -> None:
-    """quantize_static of the cell's dtype and granularity from a calibration cache; ``nodes_to_exclude`` stay
-    in float (mixed precision, ``ptq tune``); ``fmt`` "QOperator" is ``ptq bench --ort-attempts``'s."""
+    """quantize_static of the cell's dtype and granularity from a calibration cache; ``float_layers`` stay in
+    float (mixed precision, ``ptq tune``); ``fmt`` "QOperator" is ``ptq bench --ort-attempts``'s."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     activation_type, weight_type = _quant_types(cell.dtype)
@@ -156,7 +198,7 @@ def quantize_with_ranges(
             weight_type=weight_type,
             calibrate_method=_method(cell.calibrator),
             calibration_cache_path=ranges,
-            nodes_to_exclude=[*nodes_to_exclude, *softmaxes],
+            nodes_to_exclude=[*float_layers, *softmaxes],
             extra_options={"OpTypesToExcludeOutputQuantization": score_ops},
         )
 

@@ -2,7 +2,8 @@
 
 export -> prepare_pt2e (X86InductorQuantizer with the cell's specs) -> calibrate -> convert_pt2e -> drop
 what the quantized graph no longer uses -> re-export -> save. dtype names are the activation type; the
-weights are int8 (x86: U8S8 for uint8, S8S8 for int8).
+weights are int8 (x86: U8S8 for uint8, S8S8 for int8). ``ptq tune`` leaves modules in float through the
+quantizer's per-module config (``float_layers``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from ptq_core.backends import Backend, BuildInputs, Stored
+from ptq_core.backends import Backend, BuildInputs, MixedPrecision, Stored
 from ptq_core.errors import PTQError
 
 CALIB_BATCH = 50  # moving_average updates once per batch: 200 images = 4 updates
 PERCENTILE = 99.99  # percentile calibrator: activation range = [100 - p, p] percentiles of all calibration values
 _OBSERVER_EPS = 2**-12  # as in get_default_x86_inductor_quantization_config
+
+
+def weight_layers(inputs: BuildInputs) -> tuple[str, ...]:
+    """The names of the FP32 module's conv and linear layers: what mixed precision may leave in float."""
+    import torch
+
+    module = inputs.module()
+    return tuple(n for n, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
 
 BACKEND = Backend(
     name="pytorch",
@@ -36,6 +46,8 @@ BACKEND = Backend(
         dtype={"uint8": "u8s8", "int8": "int8"}[cell.dtype],
         calibrator={"histogram": "entropy", "moving_average": "minmax"}.get(cell.calibrator, cell.calibrator),
     ),
+    # ranked on eager torch: no Inductor compile per ranking build
+    mixed_precision=MixedPrecision(dtype="uint8", ranking_runtime="torch", layers=weight_layers),
 )
 
 
@@ -105,13 +117,6 @@ def build_quantizer(cell: Any, float_layers: tuple[str, ...] = ()) -> Any:
     for name in float_layers:
         quantizer.set_module_name_qconfig(name, None)
     return quantizer
-
-
-def weight_layers(module: Any) -> tuple[str, ...]:
-    """The names of the module's conv and linear layers: what mixed precision may leave in float."""
-    import torch
-
-    return tuple(n for n, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
 
 
 def quantize(inputs: BuildInputs, cell: Any, out: Path, float_layers: tuple[str, ...] = ()) -> None:

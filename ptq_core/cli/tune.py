@@ -79,8 +79,8 @@ def add(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ptq_core import tune as search
-    from ptq_core import tune_report
     from ptq_core.output import check_replaceable
+    from ptq_core.tune import report as tune_report
 
     inputs = {"--onnx": args.onnx, "--data": args.data, "--calibration": args.calibration, "--cache": args.cache}
     check_replaceable(args.out, "tune", keep={**inputs, "--models-dir": args.models_dir})  # before the search

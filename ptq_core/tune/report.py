@@ -1,5 +1,5 @@
 """``ptq tune``'s output: the trace (json), the report (markdown) and the plot of validation accuracy against
-speed. Apart from ``tune`` so that an edit here rescores no candidate (``tune``'s code keys its predictions)."""
+speed, all read from the trace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from ptq_core.output import finite
 from ptq_core.render import size_change
-from ptq_core.tune import SPEED_BATCH
+from ptq_core.tune.protocol import SPEED_BATCH
 
 
 def write(result: dict[str, Any], out: Path) -> list[Path]:
@@ -33,6 +33,22 @@ def write(result: dict[str, Any], out: Path) -> list[Path]:
 
 def markdown(result: dict[str, Any]) -> str:
     pick = result.get("chosen") or result["best_found"]
+    lines = [
+        *_verdict(result, pick),
+        *_beside_nncf(result, pick),
+        *_against_float(result, pick),
+        *_failed(result),
+        *_head_to_head(result),
+        *_candidates(result),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _speed(row: dict[str, Any]) -> str:
+    return f"{row['vs_ort_fp32']:.2f}x" if row.get("vs_ort_fp32") is not None else "untimed"
+
+
+def _verdict(result: dict[str, Any], pick: dict[str, Any]) -> list[str]:
     if "chosen" in result:
         verdict = f"Chosen: **{pick['candidate']}**"
     else:
@@ -41,62 +57,85 @@ def markdown(result: dict[str, Any]) -> str:
             f"**{pick['candidate']}**, {result['shortfall_points']:.2f} points short"
         )
     low, high = pick["test_wilson_95"]
-    nncf = result["nncf_accuracy_control"]
-    speed = f"{pick['vs_ort_fp32']:.2f}x" if pick.get("vs_ort_fp32") is not None else "untimed"
-    lines = [
+    return [
         verdict,
         "",
         f"- test accuracy {pick['test_accuracy']:.2%} (95 % CI {low:.2%}-{high:.2%}), FP32 "
         f"{pick['test_fp32_accuracy']:.2%} on {pick['runtime']}; McNemar p {pick['test_mcnemar_p']:.3g} "
         f"({pick['test_mcnemar_fp32_only']} images only FP32 gets right, "
         f"{pick['test_mcnemar_candidate_only']} only the chosen model)",
-        f"- {speed} ORT FP32 at batch {SPEED_BATCH} (1 thread), {size_change(pick['size_ratio'])} file; the search "
-        f"took {result['wall_seconds']:.0f} s" + (" (stopped by --budget)" if result["stopped"] else ""),
+        f"- {_speed(pick)} ORT FP32 at batch {SPEED_BATCH} (1 thread), {size_change(pick['size_ratio'])} file; the "
+        f"search took {result['wall_seconds']:.0f} s" + (" (stopped by --budget)" if result["stopped"] else ""),
         "",
+    ]
+
+
+def _beside_nncf(result: dict[str, Any], pick: dict[str, Any]) -> list[str]:
+    nncf = result["nncf_accuracy_control"]
+    return [
         "Side by side with NNCF's `quantize_with_accuracy_control` (same calibration and validation images, same "
         "max drop; served on its fastest runtime):",
         "",
         "| | validation Δ pts | test accuracy | McNemar p | vs ORT FP32 | file size | time to tune |",
         "|---|---|---|---|---|---|---|",
         f"| ptq tune: {pick['candidate']} | {-pick['validation_drop_points']:+.2f} | {pick['test_accuracy']:.2%} | "
-        f"{pick['test_mcnemar_p']:.3g} | {speed} | {size_change(pick['size_ratio'])} | "
+        f"{pick['test_mcnemar_p']:.3g} | {_speed(pick)} | {size_change(pick['size_ratio'])} | "
         f"{result['wall_seconds']:.0f} s |",
         f"| NNCF: {nncf['candidate']} | {-nncf['validation_drop_points']:+.2f} | {nncf['test_accuracy']:.2%} | "
         f"{nncf['test_mcnemar_p']:.3g} | {nncf['vs_ort_fp32']:.2f}x | {size_change(nncf['size_ratio'])} | "
         f"{nncf['tune_seconds']:.0f} s |",
         "",
     ]
-    if result.get("best_float"):
-        flt = result["best_float"]
-        ratio = pick.get("vs_best_float")
-        worth = (
-            ""
-            if ratio is None or ratio >= 1.1
-            else (
-                " **8-bit is not worth it here**: the float deployment needs no calibration and is "
-                + ("faster." if ratio < 1.0 else "within 10 %.")
-            )
+
+
+def _against_float(result: dict[str, Any], pick: dict[str, Any]) -> list[str]:
+    if not result.get("best_float"):
+        return []
+    flt = result["best_float"]
+    ratio = pick.get("vs_best_float")
+    worth = (
+        ""
+        if ratio is None or ratio >= 1.1
+        else (
+            " **8-bit is not worth it here**: the float deployment needs no calibration and is "
+            + ("faster." if ratio < 1.0 else "within 10 %.")
         )
-        lines += [
-            f"Against the fastest float deployment on this machine, {flt['deployment']} ({flt['vs_ort_fp32']:.2f}x ORT "
-            f"FP32; OpenVINO's default precision is bf16 where the CPU has it): the chosen model runs at "
-            + (f"{ratio:.2f}x." if ratio is not None else "an untimed speed.")
-            + worth,
-            "",
-        ]
-    if result.get("failed_candidates"):
-        lines += [f"{len(result['failed_candidates'])} candidates failed (a runtime could not load or score them):", ""]
-        lines += [f"- {f['candidate']}: {f['outcome']}: {f['reason']}" for f in result["failed_candidates"]]
-        lines += [""]
-    if "head_to_head" in result:
-        duel = result["head_to_head"]
-        lines += [
-            f"Head to head (batch {SPEED_BATCH}, 1 thread, {duel['rounds']} interleaved rounds of their own): "
-            f"the chosen model runs at {duel['vs_nncf_accuracy_control']:.3f}x NNCF's speed, "
-            f"faster in {duel['rounds_faster']} of {duel['rounds']} rounds.",
-            "",
-        ]
-    lines += [
+    )
+    return [
+        f"Against the fastest float deployment on this machine, {flt['deployment']} ({flt['vs_ort_fp32']:.2f}x ORT "
+        f"FP32; OpenVINO's default precision is bf16 where the CPU has it): the chosen model runs at "
+        + (f"{ratio:.2f}x." if ratio is not None else "an untimed speed.")
+        + worth,
+        "",
+    ]
+
+
+def _failed(result: dict[str, Any]) -> list[str]:
+    failed = result.get("failed_candidates")
+    if not failed:
+        return []
+    return [
+        f"{len(failed)} candidates failed (a runtime could not load or score them):",
+        "",
+        *(f"- {f['candidate']}: {f['outcome']}: {f['reason']}" for f in failed),
+        "",
+    ]
+
+
+def _head_to_head(result: dict[str, Any]) -> list[str]:
+    if "head_to_head" not in result:
+        return []
+    duel = result["head_to_head"]
+    return [
+        f"Head to head (batch {SPEED_BATCH}, 1 thread, {duel['rounds']} interleaved rounds of their own): "
+        f"the chosen model runs at {duel['vs_nncf_accuracy_control']:.3f}x NNCF's speed, "
+        f"faster in {duel['rounds_faster']} of {duel['rounds']} rounds.",
+        "",
+    ]
+
+
+def _candidates(result: dict[str, Any]) -> list[str]:
+    lines = [
         "| candidate | validation | Δ pts | predictions changed | vs ORT FP32 | file bytes |",
         "|---|---|---|---|---|---|",
     ]
@@ -104,10 +143,9 @@ def markdown(result: dict[str, Any]) -> str:
         timed = f"{r['vs_ort_fp32']:.2f}x" if r.get("vs_ort_fp32") is not None else "-"
         lines.append(
             f"| {r['candidate']} | {r['validation_accuracy']:.2%} | {-r['validation_drop_points']:+.2f} "
-            f"| {r['validation_changed']} | {timed} "
-            f"| {r['file_bytes']:,} |"
+            f"| {r['validation_changed']} | {timed} | {r['file_bytes']:,} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot(result: dict[str, Any], png: Path) -> Path:
