@@ -95,12 +95,11 @@ def collect(
         }
 
     fp32_found = {key: FORMATS[key[1]].inspect(path) for key, path in fp32.items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     preds: dict[str, np.ndarray] = {}
     twins: dict[str, str] = {}
     failed_builds: dict[str, str] = {}
     for cell in cells:
-        fmt = cell.backend_spec.format
         try:
             path = ws.quantized(cell)
         except PTQError:
@@ -108,42 +107,16 @@ def collect(
         except Exception as exc:  # the quantizer raised on this cell: a result, the other cells go on
             failed_builds[cell.id] = f"{cell.backend}: {reason_of(exc)}"
             continue
-        found, base = FORMATS[fmt].inspect(path), fp32_found[(cell.model, fmt)]
-        if cell.backend_spec.twin is not None:
-            twins[cell.id] = cell.backend_spec.twin(cell).id
+        fmt = cell.backend_spec.format
         on = {
             rt.name: evaluation(ws, path, rt.name, cell.model, held_out, fp32_on[(cell.model, fmt, rt.name)], cell)
             for rt in runtimes_for(fmt)
         }
-        primary = on[_primary(fmt)]
-        if primary.predictions is not None:
-            preds[cell.id] = primary.predictions
-        entries = {name: ev.as_json() for name, ev in on.items()}
-        for name, ev in on.items():
-            if name != primary.runtime and ev.predictions is not None and primary.predictions is not None:
-                entries[name]["agreement_primary"] = float((ev.predictions == primary.predictions).mean())
-        rows.append(
-            {
-                "cell": cell.id,
-                "model": cell.model,
-                "backend": cell.backend,
-                "dtype": cell.dtype,
-                "calibrator": cell.calibrator,
-                "granularity": cell.granularity,
-                "artifact": str(path),
-                "runtime": primary.runtime,
-                "outcome": str(primary.outcome),
-                "file_bytes": found.file_bytes,
-                "file_ratio": base.file_bytes / found.file_bytes,
-                "payload_ratio": base.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0,
-                "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", primary.runtime),
-                **(primary.stats or {}),
-                "runtimes": entries,
-                "passes": all(
-                    ev.scored and (ev.stats or {})["delta_points"] >= -max_drop for ev in on.values() if ev.checked
-                ),
-            }
-        )
+        rows.append(_row(cell, path, on, fp32_found[(cell.model, fmt)], max_drop))
+        if (predictions := on[_primary(fmt)].predictions) is not None:
+            preds[cell.id] = predictions
+        if cell.backend_spec.twin is not None:
+            twins[cell.id] = cell.backend_spec.twin(cell).id
     for row in rows:
         twin = twins.get(row["cell"])
         if twin in preds and row["cell"] in preds:
@@ -169,6 +142,34 @@ def collect(
         "max_drop_points": max_drop,
         "cells": rows,
         "failed_builds": failed_builds,
+    }
+
+
+def _row(cell: Cell, path: Path, on: dict[str, Evaluation], base: Any, max_drop: float) -> dict[str, Any]:
+    """A cell's entry in results.json: what it is, its size against FP32's, and its evaluation on each runtime."""
+    found = FORMATS[cell.backend_spec.format].inspect(path)
+    primary = on[_primary(cell.backend_spec.format)]
+    entries = {name: ev.as_json() for name, ev in on.items()}
+    for name, ev in on.items():
+        if name != primary.runtime and ev.predictions is not None and primary.predictions is not None:
+            entries[name]["agreement_primary"] = float((ev.predictions == primary.predictions).mean())
+    return {
+        "cell": cell.id,
+        "model": cell.model,
+        "backend": cell.backend,
+        "dtype": cell.dtype,
+        "calibrator": cell.calibrator,
+        "granularity": cell.granularity,
+        "artifact": str(path),
+        "runtime": primary.runtime,
+        "outcome": str(primary.outcome),
+        "file_bytes": found.file_bytes,
+        "file_ratio": base.file_bytes / found.file_bytes,
+        "payload_ratio": base.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0,
+        "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", primary.runtime),
+        **(primary.stats or {}),
+        "runtimes": entries,
+        "passes": all(ev.scored and (ev.stats or {})["delta_points"] >= -max_drop for ev in on.values() if ev.checked),
     }
 
 
