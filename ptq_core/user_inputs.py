@@ -13,14 +13,11 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ptq_core.errors import PTQError
-
-if TYPE_CHECKING:
-    from ptq_core.user import UserStore
 
 
 @dataclass(frozen=True)
@@ -314,10 +311,11 @@ def num_classes_of(path: Path, spec: InputSpec, output: str, images: np.ndarray,
     return classes
 
 
-def check_fp32_scores(store: UserStore, proto: Any, prefix: str = "--") -> None:
-    """Score the FP32 model on --data once (cached: ``ptq run`` and ``ptq tune`` reuse these predictions) and
-    refuse what cannot be a classifier's scores for these labels: a score that is not finite, or an accuracy
-    no better than chance. Both mean the wrong output, wrong labels or wrong preprocessing, never a result."""
+def check_fp32_scores(store: Any, proto: Any, prefix: str = "--") -> None:
+    """Score a ``user.UserStore``'s FP32 model on --data once (cached: ``ptq run`` and ``ptq tune`` reuse these
+    predictions) and refuse what cannot be a classifier's scores for these labels: a score that is not finite, or
+    an accuracy no better than chance. Both mean the wrong output, wrong labels or wrong preprocessing, never a
+    result."""
     from ptq_core.evaluation import EvaluationFailed
     from ptq_core.predictions import predictions_on_test
 

@@ -98,13 +98,14 @@ def test_a_calibrator_variant_changes_only_settings_its_calibrator_has() -> None
         ort.calibrator_settings("entropy", {"percentile": 99.9})
 
 
-def test_a_user_model_refuses_calibration_sizes_it_has_no_set_of(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("sizes", [("200", "500"), ("200", "1000")], ids=["other", "the defaults typed"])
+def test_a_user_model_refuses_calibration_sizes_it_has_no_set_of(sizes, tmp_path: Path, capsys) -> None:
     args = ["tune", "--onnx", tiny_classifier(tmp_path / "tiny.onnx"), "--data", tiny_data(tmp_path / "data.npz"),
             "--calibration", tiny_data(tmp_path / "calibration.npz", n=600), "--cache", tmp_path / "cache",
-            "--max-drop", "3", "--calibration-samples", "200", "500", "--out", tmp_path / "out"]  # fmt: skip
+            "--max-drop", "3", "--calibration-samples", *sizes, "--out", tmp_path / "out"]  # fmt: skip
     with pytest.raises(SystemExit) as exc:
         cli.main([str(a) for a in args])
-    message = "--calibration-samples 200 500: ptq tune --onnx calibrates every cell on one set, 200 stratified images"
+    message = f"--calibration-samples {' '.join(sizes)}: ptq tune --onnx calibrates every cell on one set, 200"
     assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -57,10 +57,10 @@ def add(sub: Any) -> None:
         "--calibration-samples",
         type=int,
         nargs="+",
-        default=search.CALIBRATION_SAMPLES,
+        default=None,
         metavar="N",
         help=f"calibrate each cell on each of these numbers of stratified train images (default {sizes}; "
-        "entropy and distribution cells on the first only)",
+        "entropy and distribution cells on the first only; not with --onnx: a user's model has one set)",
     )
     parser.add_argument("--onnx", type=Path, metavar="MODEL.onnx", help="tune YOUR classifier instead (as ptq run)")
     parser.add_argument(
@@ -106,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
         args.budget,
         args.validation,
         tuple(args.cells),
-        calibration_samples=tuple(args.calibration_samples),
+        calibration_samples=tuple(args.calibration_samples) if args.calibration_samples else None,
     )
     for path in tune_report.write(result, args.out):
         print(path)

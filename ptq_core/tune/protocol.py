@@ -44,8 +44,6 @@ def calibration_configs(ws: ArtifactStore, sizes: tuple[int, ...] | None) -> tup
     """The calibration sets of ``sizes`` images (None: ``CALIBRATION_SAMPLES``), smallest first; a store with
     one set (a user's) has only that one, and refuses other sizes."""
     fixed = ws.fixed_calibration()
-    if sizes == CALIBRATION_SAMPLES:  # what ptq_core/cli/tune.py passes when the option is not given
-        sizes = None
     if fixed is not None:
         if sizes is not None:
             raise PTQError(
