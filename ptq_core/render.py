@@ -274,8 +274,11 @@ def summary(results: dict[str, Any]) -> str:
     broken = failed_evaluations(results)
     if broken:
         lines += ["", f"**{len(broken)} evaluations failed**: " + "; ".join(broken)]
-    machine = results.get("cpu")
-    lines += ["", f"Measured on {machine}." if machine else ""]
+    versions = results.get("versions", {})
+    stack = ", ".join(
+        f"{lib} {versions[lib]}" for lib in ("onnxruntime", "openvino", "torch", "nncf") if lib in versions
+    )
+    lines += ["", f"Measured on a CPU whose int8 path is `{results.get('cpu', '?')}`, with {stack}."]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -283,12 +286,14 @@ RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fill_section(path: Path, body: str) -> None:
-    """Replace what stands between ``path``'s results markers with ``body`` (generated, never typed by hand)."""
-    text = path.read_text()
-    if RESULTS_START not in text or RESULTS_END not in text:
-        raise PTQError(f"{path} has no {RESULTS_START} ... {RESULTS_END} section to fill")
-    head, rest = text.split(RESULTS_START, 1)
-    path.write_text(f"{head}{RESULTS_START}\n{body}{RESULTS_END}{rest.split(RESULTS_END, 1)[1]}")
+    """Replace what stands between ``path``'s results markers, each a line of its own (a marker quoted in the text
+    is not one), with ``body``: generated, never typed by hand."""
+    lines = path.read_text().splitlines(keepends=True)
+    marks = [i for i, line in enumerate(lines) if line.strip() in (RESULTS_START, RESULTS_END)]
+    if [lines[i].strip() for i in marks] != [RESULTS_START, RESULTS_END]:
+        raise PTQError(f"{path} has no {RESULTS_START} ... {RESULTS_END} section (each marker a line) to fill")
+    start, end = marks
+    path.write_text("".join([*lines[: start + 1], body, *lines[end:]]))
 
 
 def update_readme(readme: Path, results: dict[str, Any], plot_png: Path, plot_dest: Path) -> list[Path]:

@@ -50,3 +50,15 @@ def test_shards_of_another_results_schema_are_not_merged() -> None:
     older = {**part, "schema": 1}
     with pytest.raises(PTQError, match="b/ differs from a/ in 'schema'"):
         report.merge([{**part, "cells": []}, {**older, "cells": []}], ["a/", "b/"])
+
+
+def test_a_marker_quoted_in_the_text_is_not_the_section(tmp_path: Path) -> None:
+    page = tmp_path / "results.md"
+    page.write_text(
+        f"`ptq report` fills what stands between `{render.RESULTS_START}` and `{render.RESULTS_END}`.\n{SECTION}"
+    )
+    render.fill_section(page, "table\n")
+    assert page.read_text() == (
+        f"`ptq report` fills what stands between `{render.RESULTS_START}` and `{render.RESULTS_END}`.\n"
+        f"before\n{render.RESULTS_START}\ntable\n{render.RESULTS_END}\nafter\n"
+    )
