@@ -20,7 +20,7 @@ from ptq_core.speed import PairedTimer, float_images
 def session(path: Path, threads: int, spinning: bool) -> Any:
     """An ONNX Runtime session whose idle threads sleep unless ``spinning``: spinning threads left by one
     deployment take the cores of the one timed next in the same rounds."""
-    from ptq_core.runtimes import onnxruntime_session
+    from ptq_core.adapters import onnxruntime_session
 
     return onnxruntime_session(path, threads, {"session.intra_op.allow_spinning": "1" if spinning else "0"})
 

@@ -162,8 +162,8 @@ def check_weights_are_8bit(ctx: Context) -> None:
 def check_runs_8bit_on_openvino(ctx: Context) -> None:
     """OpenVINO (the ``openvino`` runtime's compile) runs every conv/linear in 8 bits: stored 8-bit weights
     alone do not make it, the plugin may dequantize a pattern it does not recognise and compute in float."""
+    from ptq_core.adapters import openvino_model, worker_threads
     from ptq_core.errors import PTQError
-    from ptq_core.runtimes import openvino_model, worker_threads
 
     try:
         compiled = openvino_model(ctx.artifact, worker_threads(), "f32")  # as the openvino runtime compiles it

@@ -20,7 +20,7 @@ from ptq_core.runtimes import get_runtime, runtimes_for
 from ptq_core.workspace import ArtifactStore
 
 PREDICTIONS_DIR = "predictions"
-EVAL_MODULES = ("eval", "runtimes", "models", "predictions")
+EVAL_MODULES = ("eval", "runtimes", "adapters", "models", "predictions")
 
 
 def predictions_on_test(

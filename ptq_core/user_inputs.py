@@ -269,9 +269,9 @@ def num_classes_of(path: Path, spec: InputSpec, output: str, images: np.ndarray,
     size answers the first batch and fails later, inside calibration or scoring)."""
     import onnxruntime as ort
 
+    from ptq_core.adapters import onnxruntime_session
     from ptq_core.eval import BATCH_SIZE
     from ptq_core.evaluation import reason_of
-    from ptq_core.runtimes import onnxruntime_session
 
     session = onnxruntime_session(path, 1)
     quiet = ort.RunOptions()

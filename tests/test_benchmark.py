@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ptq_core.adapters import onnxruntime_session
 from ptq_core.backends import BACKENDS
 from ptq_core.inductor import SIGNED_ACTIVATIONS_ERROR, compile_for, inductor
 from ptq_core.matrix import Cell
 from ptq_core.models import get_model
-from ptq_core.runtimes import onnxruntime_session
 from ptq_core.speed import PairedTimer, count_macs, float_images
 
 pytestmark = pytest.mark.benchmark

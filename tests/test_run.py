@@ -140,8 +140,8 @@ def test_run_on_a_user_model_writes_the_report_schema_with_8bit_artifacts(defaul
 def test_calibrating_from_the_scored_images_is_said_and_held_out_accuracy_given(default_run, user_files) -> None:
     import hashlib
 
+    from ptq_core.adapters import onnxruntime_session
     from ptq_core.calibration import stratified_indices
-    from ptq_core.runtimes import onnxruntime_session
 
     _, _, out = default_run
     results = json.loads((out / "results.json").read_text())

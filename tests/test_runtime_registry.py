@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ptq_core import bench, cli, runtimes, tune
+from ptq_core import adapters, bench, cli, tune
 from ptq_core.checks import CHECKS, subjects
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.runtimes import RUNTIMES, Runtime, runtimes_for
@@ -41,7 +41,7 @@ def test_the_runtimes_that_only_deploy_are_never_scored() -> None:
 
 def test_bench_deploys_fp32_and_each_default_cell_on_every_runtime_that_takes_it(monkeypatch) -> None:
     store = SimpleNamespace(fp32=lambda fmt, model: Path(f"{model}.{fmt}"), quantized=lambda c: Path(c.artifact_name))
-    monkeypatch.setattr(runtimes, "uint8_input_model", lambda ws, cell: Path(f"{cell.id}-uint8-input.onnx"))
+    monkeypatch.setattr(adapters, "uint8_input_model", lambda ws, cell: Path(f"{cell.id}-uint8-input.onnx"))
     onnx = ("onnxruntime", "openvino", "openvino_default", "openvino_throughput")
     ort, nncf, pytorch = (Cell(b).id for b in ("onnxruntime", "nncf", "pytorch"))
     assert [(d.runtime, d.model, d.path.name) for d in bench.deployments(store)] == [

@@ -39,7 +39,14 @@ def validation_predictions(ws: ArtifactStore, path: Path, runtime: str, model: s
         "indices_sha256": digest(indices),
         # a runtime that only deploys runs through bench (and Inductor's compile); the others through eval and runtimes
         "code": cache.code_digest(
-            ("eval", "runtimes", "models", "tune/predictions", *(() if rt.scored else ("bench", "inductor")))
+            (
+                "eval",
+                "runtimes",
+                "adapters",
+                "models",
+                "tune/predictions",
+                *(() if rt.scored else ("bench", "inductor")),
+            )
         ),
         "versions": cache.library_versions(rt.libraries),
         "cpu": cpu_capability(),  # the kernels a runtime picks: AMX and VNNI flip different images
