@@ -326,7 +326,7 @@ class FirstImages:
 
 @pytest.mark.slow
 def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, ws, monkeypatch) -> None:
-    from ptq_core import bench
+    from ptq_core import bench, bench_report
     from ptq_core.bench import Deployment
 
     u8s8, int8, _ = REPORT_CELLS
@@ -352,7 +352,7 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
     assert timed["best_float"] in ("fp32 on onnxruntime", "fp32 on openvino_default")
     assert timed["vs_ort_fp32"] is not None and timed["vs_best_float"] is not None
     assert measured["fastest"]["b256-t1"]["model"] == u8s8.id
-    text = bench.markdown(measured)
+    text = bench_report.markdown(measured)
     assert "2 deployments could not run" in text and f"{int8.id} on {FAULTY}: failed to load" in text
 
 

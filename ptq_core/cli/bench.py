@@ -46,14 +46,14 @@ def add(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ptq_core import bench
+    from ptq_core import bench, bench_report
     from ptq_core.output import check_replaceable, finite, write_folder
 
     if args.out:
         check_replaceable(args.out, "bench", keep={"--models-dir": args.models_dir})  # before a minute of timing
     ws = workspace(args)
     result = bench.measure(ws, args.model, rounds=args.rounds)
-    text = bench.markdown(result)
+    text = bench_report.markdown(result)
     if args.ort_attempts:
         import numpy as np
 
