@@ -83,7 +83,7 @@ MUTATIONS = (
     ),
     Mutation(
         "labels: > for >= (label == classes accepted)",
-        "ptq_core/user_inputs.py",
+        "ptq_core/user_data.py",
         "if labels.min() < 0 or labels.max() >= num_classes:",
         "if labels.min() < 0 or labels.max() > num_classes:",
         (

@@ -24,17 +24,8 @@ from ptq_core.cifar10 import Split
 from ptq_core.errors import PTQError
 from ptq_core.matrix import Cell, cells_of
 from ptq_core.models import MODELS, Model, register_model
-from ptq_core.user_inputs import (
-    check_batch,
-    check_fp32_scores,
-    check_images,
-    check_labels,
-    check_weights,
-    num_classes_of,
-    read_npz,
-    read_onnx,
-    select_output,
-)
+from ptq_core.user_data import check_images, check_labels, read_npz
+from ptq_core.user_inputs import check_batch, check_fp32_scores, check_weights, num_classes_of, read_onnx, select_output
 from ptq_core.workspace import ArtifactStore
 
 DEFAULT_SAMPLES = 200

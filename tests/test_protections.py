@@ -36,7 +36,7 @@ from ptq_core.machine import baseline_id, libraries_of
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
 from ptq_core.runtimes import RUNTIMES, Runtime
-from ptq_core.user_inputs import check_labels
+from ptq_core.user_data import check_labels
 from ptq_core.workspace import ArtifactStore
 from tests.onnx_models import make_model
 
