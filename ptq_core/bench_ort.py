@@ -28,7 +28,9 @@ def session(path: Path, threads: int, spinning: bool) -> Any:
 def ort_attempts(
     ws: Any, model: str = DEFAULT_MODEL, rounds: int = 7, say: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """What else ONNX Runtime can do with the u8s8 cell, each against ORT FP32 (threads sleeping) in the same rounds."""
+    """What else ONNX Runtime can do with the u8s8 cell, each against ORT FP32 (threads sleeping) in the same rounds.
+
+    Long because the variants, their accuracy and their rounds are one study, read top to bottom."""
     import tempfile
 
     from ptq_core.backends.onnxruntime import quantize_with_ranges

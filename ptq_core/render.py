@@ -75,6 +75,8 @@ def _failed_markdown(results: dict[str, Any]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    """The report as Markdown: the FP32 line, the best cell, the table of every cell, then each further section
+    (long because the table's header and its row are written out column by column, side by side)."""
     fp32 = results["fp32"]
     best = best_cell(results)
     calib = results["calibration"]

@@ -70,7 +70,8 @@ def collect(
     fp32_of: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Build (or reuse) and evaluate every cell on every runtime of its format; everything the report and the
-    baselines need. A runtime that fails one evaluation leaves it marked failed, with its reason; the rest go on."""
+    baselines need. A runtime that fails one evaluation leaves it marked failed, with its reason; the rest go on.
+    Long because it is one pass: FP32 on every runtime, each cell on every runtime against it, then the twins."""
     labels = ws.split("test").labels
     calib = ws.calibration(CalibrationConfig())
     held_out = calib.held_out(len(labels))
@@ -123,6 +124,20 @@ def collect(
             row["twin"] = twin
             row["agreement_twin"] = float((preds[row["cell"]] == preds[twin]).mean())
     return {
+        **_header(cells, calib),
+        "model": models[0],
+        "fp32": fp32_summary(models[0]),
+        "models": {model: fp32_summary(model) for model in models},
+        "min_payload_ratio": MIN_PAYLOAD_RATIO,
+        "max_drop_points": max_drop,
+        "cells": rows,
+        "failed_builds": failed_builds,
+    }
+
+
+def _header(cells: tuple[Cell, ...], calib: Any) -> dict[str, Any]:
+    """What the results were measured with: the schema, the library versions, the CPU and the calibration set."""
+    return {
         "schema": SCHEMA_VERSION,
         "versions": cache.library_versions(
             {lib for c in cells for rt in runtimes_for(c.backend_spec.format) for lib in libraries_of(c, rt.name)}
@@ -135,13 +150,6 @@ def collect(
             "split": calib.config.split,
             "indices_sha256": hashlib.sha256(calib.indices.tobytes()).hexdigest(),
         },
-        "model": models[0],
-        "fp32": fp32_summary(models[0]),
-        "models": {model: fp32_summary(model) for model in models},
-        "min_payload_ratio": MIN_PAYLOAD_RATIO,
-        "max_drop_points": max_drop,
-        "cells": rows,
-        "failed_builds": failed_builds,
     }
 
 

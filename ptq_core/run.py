@@ -243,15 +243,7 @@ def run(
     outcomes = list(run_checks(context(store, max_drop), cells, skip=skipped))
     results = collect(store, cells, max_drop, fp32_of=(store.model.name,))
     results["calibration"]["note"] = store.calibration_note
-    results["run"] = {
-        "onnx": str(store.onnx),
-        "data": str(store.data_file),
-        "calibration": str(store.calibration_file) if store.calibration_file else None,
-        "input": {"shape": list(store.model.input_shape), "dtype": store.model.input_dtype},
-        "num_classes": store.model.num_classes,
-        "max_drop_points": max_drop,
-        "checks_not_run": skipped,
-    }
+    results["run"] = _settings(store, max_drop, skipped)
     results["failed_builds"] = failed_builds
     results["failed_evaluations"] = failed_evaluations(results)
     if n > 1:
@@ -262,6 +254,19 @@ def run(
     ]
     _write(out, results)
     return results, outcomes
+
+
+def _settings(store: UserStore, max_drop: float, skipped: dict[str, str]) -> dict[str, Any]:
+    """What the run was given: its files, the model's input and classes, the drop allowed, the checks not run."""
+    return {
+        "onnx": str(store.onnx),
+        "data": str(store.data_file),
+        "calibration": str(store.calibration_file) if store.calibration_file else None,
+        "input": {"shape": list(store.model.input_shape), "dtype": store.model.input_dtype},
+        "num_classes": store.model.num_classes,
+        "max_drop_points": max_drop,
+        "checks_not_run": skipped,
+    }
 
 
 def failures(outcomes: list[Outcome]) -> list[Outcome]:

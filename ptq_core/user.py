@@ -90,7 +90,11 @@ class UserStore(ArtifactStore):
         option_prefix: str = "--",
     ) -> UserStore:
         """``output``: the model's output that holds the scores (default: its first); ``option_prefix``: how the
-        caller's options are spelled in messages ("--" for ptq run and tune, "--ptq-" for the pytest plugin)."""
+        caller's options are spelled in messages ("--" for ptq run and tune, "--ptq-" for the pytest plugin).
+
+        Long because it is the order in which a user's files are read and refused, each step before anything is
+        built or written: the model, its output, its weights, the images, the labels, the calibration set, the
+        FP32 scores."""
         onnx, data = Path(onnx).resolve(), Path(data).resolve()
         spec, first, proto = read_onnx(onnx)
         output = select_output(onnx, proto, output, option_prefix)

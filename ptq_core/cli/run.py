@@ -32,6 +32,7 @@ example, a PyTorch classifier exported with a dynamic batch and its test images 
 
 
 def add(sub: Any) -> None:
+    """``ptq run``'s options, one declaration each (long because the command has eleven, read top to bottom)."""
     seed = CalibrationConfig().seed
     parser = sub.add_parser(
         NAME,
