@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,40 @@ def _reason(exc: BaseException) -> str:
     return reason_of(exc.__cause__ if isinstance(exc.__cause__, Exception) else exc)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How fast a deployment ran in its group's interleaved rounds."""
+
+    images_per_s: float
+    gmac_per_s: float
+    vs_ort_fp32: float | None  # None: ORT FP32 itself could not run
+    vs_best_float: float | None
+    best_float: str | None  # the fastest float deployment within the allowed drop of ORT FP32
+    peak_fraction: float | None  # of the int8 peak, for 8-bit deployments on a CPU whose peak is known
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One deployment at one (batch, threads): its accuracy as it runs, and its timing or why it did not run."""
+
+    runtime: str
+    model: str  # "fp32" or a cell id
+    batch: int
+    threads: int
+    outcome: str
+    accuracy: float | None
+    drop_points: float | None
+    honest: bool  # an 8-bit deployment within the allowed drop of its FP32 twin
+    honest_float: bool  # a float one within the allowed drop of ORT FP32
+    reason: str | None = None
+    timing: Timing | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """bench.json's row: the timing's fields beside the others, and none of a field that does not apply."""
+        row = {k: v for k, v in asdict(self).items() if k != "timing" and not (k == "reason" and v is None)}
+        return {**row, **(asdict(self.timing) if self.timing else {})}
+
+
 def group_rows(
     timer: PairedTimer,
     deps: list[Deployment],
@@ -166,39 +200,24 @@ def group_rows(
     best_float = min(floats, key=timer.median_seconds, default=None)
     rows = []
     for d in deps:
-        base = {
-            "runtime": d.runtime,
-            "model": d.model,
-            "batch": batch,
-            "threads": threads,
-            **scored[(d.runtime, d.model)],
-        }
+        scores = scored[(d.runtime, d.model)]
+        row = BenchRow(d.runtime, d.model, batch, threads, **scores)
         if d.name not in timer.fns:
             reason = (failures or {}).get(d.name)
-            if reason is not None or base["outcome"] != "scored":
-                rows.append(
-                    {
-                        **base,
-                        "outcome": base["outcome"] if base["outcome"] != "scored" else "failed to load",
-                        "reason": base.get("reason") or reason,
-                        "honest": False,
-                    }
-                )
+            if reason is not None or row.outcome != "scored":
+                failed = row.outcome if row.outcome != "scored" else "failed to load"
+                rows.append(replace(row, outcome=failed, reason=row.reason or reason, honest=False).as_json())
             continue
         per_s = batch / timer.median_seconds(d.name)
-        rows.append(
-            {
-                **base,
-                "images_per_s": per_s,
-                "gmac_per_s": per_s * macs / 1e9,
-                "vs_ort_fp32": timer.speedup(d.name, over=reference) if reference in timer.fns else None,
-                "vs_best_float": timer.speedup(d.name, over=best_float) if best_float else None,
-                "best_float": best_float,
-                "peak_fraction": per_s * macs / 1e9 / (peak.gmacs_per_core * threads)
-                if peak and d.model != "fp32"
-                else None,
-            }
+        timing = Timing(
+            images_per_s=per_s,
+            gmac_per_s=per_s * macs / 1e9,
+            vs_ort_fp32=timer.speedup(d.name, over=reference) if reference in timer.fns else None,
+            vs_best_float=timer.speedup(d.name, over=best_float) if best_float else None,
+            best_float=best_float,
+            peak_fraction=per_s * macs / 1e9 / (peak.gmacs_per_core * threads) if peak and d.model != "fp32" else None,
         )
+        rows.append(replace(row, timing=timing).as_json())
     return rows
 
 
