@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,32 +154,58 @@ def _header(cells: tuple[Cell, ...], calib: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CellResult:
+    """A cell's entry in results.json: what it is, its size against FP32's, and its evaluation on each runtime (the
+    first runtime's statistics, ``stats``, stand beside the other fields in the json)."""
+
+    cell: str
+    model: str
+    backend: str
+    dtype: str
+    calibrator: str
+    granularity: str
+    artifact: str
+    runtime: str  # its format's first runtime
+    outcome: str  # that runtime's
+    file_bytes: int
+    file_ratio: float  # FP32's file over this one's
+    payload_ratio: float  # FP32's float weights over this one's weights, scales and zero points
+    expected_failure: str | None  # the measured reason its accuracy check fails, if it is known to
+    runtimes: dict[str, dict[str, Any]]  # runtime -> its ``Evaluation.as_json()``
+    passes: bool  # scored within the allowed drop on every checked runtime
+    stats: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        fields = {k: v for k, v in asdict(self).items() if k != "stats"}
+        return {**fields, **self.stats}
+
+
 def _row(cell: Cell, path: Path, on: dict[str, Evaluation], base: Any, max_drop: float) -> dict[str, Any]:
-    """A cell's entry in results.json: what it is, its size against FP32's, and its evaluation on each runtime."""
     found = FORMATS[cell.backend_spec.format].inspect(path)
     primary = on[_primary(cell.backend_spec.format)]
     entries = {name: ev.as_json() for name, ev in on.items()}
     for name, ev in on.items():
         if name != primary.runtime and ev.predictions is not None and primary.predictions is not None:
             entries[name]["agreement_primary"] = float((ev.predictions == primary.predictions).mean())
-    return {
-        "cell": cell.id,
-        "model": cell.model,
-        "backend": cell.backend,
-        "dtype": cell.dtype,
-        "calibrator": cell.calibrator,
-        "granularity": cell.granularity,
-        "artifact": str(path),
-        "runtime": primary.runtime,
-        "outcome": str(primary.outcome),
-        "file_bytes": found.file_bytes,
-        "file_ratio": base.file_bytes / found.file_bytes,
-        "payload_ratio": base.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0,
-        "expected_failure": known_failure(cell, "check_accuracy_vs_fp32", primary.runtime),
-        **(primary.stats or {}),
-        "runtimes": entries,
-        "passes": all(ev.scored and (ev.stats or {})["delta_points"] >= -max_drop for ev in on.values() if ev.checked),
-    }
+    return CellResult(
+        cell=cell.id,
+        model=cell.model,
+        backend=cell.backend,
+        dtype=cell.dtype,
+        calibrator=cell.calibrator,
+        granularity=cell.granularity,
+        artifact=str(path),
+        runtime=primary.runtime,
+        outcome=str(primary.outcome),
+        file_bytes=found.file_bytes,
+        file_ratio=base.file_bytes / found.file_bytes,
+        payload_ratio=base.float_weight_bytes / found.payload_bytes if found.payload_bytes else 0.0,
+        expected_failure=known_failure(cell, "check_accuracy_vs_fp32", primary.runtime),
+        runtimes=entries,
+        passes=all(ev.scored and (ev.stats or {})["delta_points"] >= -max_drop for ev in on.values() if ev.checked),
+        stats=primary.stats or {},
+    ).as_json()
 
 
 def failed_evaluations(results: dict[str, Any]) -> list[str]:
