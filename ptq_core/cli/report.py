@@ -75,4 +75,7 @@ def main(args: argparse.Namespace) -> int:
     broken = failed_evaluations(results)
     for line in broken:
         print(f"FAILED evaluation {line}")
-    return 1 if broken or best is None else 0
+    failed_checks = [c for c in results.get("checks", []) if not c["passed"] and not c["expected_failure"]]
+    for c in failed_checks:  # merged ptq run reports: the exit status a single run gives
+        print(f"FAILED {c['check']} {c['message']}")
+    return 1 if broken or failed_checks or best is None else 0
