@@ -22,13 +22,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ptq_core.backends import BACKENDS
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, Context, Outcome, run_checks
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import EvaluationFailed, reason_of, scored
 from ptq_core.evaluation import Outcome as Evaluated
 from ptq_core.evaluation import failed as failed_entry
-from ptq_core.matrix import Cell, cells_of
+from ptq_core.matrix import Cell
 from ptq_core.output import check_replaceable, write_folder
 from ptq_core.predictions import predictions_on_test
 from ptq_core.runtimes import runtimes_for
@@ -49,6 +48,7 @@ class RunInputs:
     cache_dir: Path | None = None
     output: str | None = None  # the model's output that holds the scores (default: its first)
     option_prefix: str = "--"  # how messages spell the options: "--ptq-" for the pytest plugin
+    name: str | None = None  # the model's name in cell ids (default: from the file's)
 
     def open(self) -> UserStore:
         return _open(self)
@@ -65,12 +65,17 @@ def _open(inputs: RunInputs) -> UserStore:
         inputs.cache_dir,
         inputs.output,
         inputs.option_prefix,
+        inputs.name,
     )
 
 
 def user_cells(store: UserStore, patterns: tuple[str, ...] = ()) -> tuple[Cell, ...]:
     """Every cell of every backend that quantizes ONNX files, optionally only those matching a pattern."""
-    cells = tuple(c for b in BACKENDS.values() if b.source == "onnx" for c in cells_of(b, store.model.name))
+    return select_cells(store.cells(), patterns)
+
+
+def select_cells(cells: tuple[Cell, ...], patterns: tuple[str, ...] = ()) -> tuple[Cell, ...]:
+    """The cells whose name without the model matches one of ``patterns`` (all, with none)."""
     if not patterns:
         return cells
     chosen = tuple(c for c in cells if any(fnmatch.fnmatch(c.id.removeprefix(f"{c.model}-"), p) for p in patterns))
@@ -182,7 +187,7 @@ def build(
 
 def score(store: UserStore, cells: tuple[Cell, ...], say: Callable[[str], None]) -> None:
     """Predict every image with the FP32 model and every cell, on every runtime (cached like artifacts)."""
-    jobs = [(store.fp32("onnx"), "FP32", rt.name) for rt in runtimes_for("onnx")]
+    jobs = [(store.fp32(fmt), f"FP32 {fmt}", rt.name) for fmt in fp32_formats(store) for rt in runtimes_for(fmt)]
     jobs += [(store.quantized(c), c.id, rt.name) for c in cells for rt in runtimes_for(c.backend_spec.format)]
     width = len(str(len(jobs)))
     labels = store.data.labels
@@ -194,6 +199,28 @@ def score(store: UserStore, cells: tuple[Cell, ...], say: Callable[[str], None])
             say(f"[{i:{width}}/{len(jobs)}] {name} on {rt} {exc.outcome}: {exc.reason}")
             continue
         say(f"[{i:{width}}/{len(jobs)}] scored {name} on {rt}: {accuracy:.2%} ({time.perf_counter() - start:.1f} s)")
+
+
+def fp32_formats(store: UserStore) -> tuple[str, ...]:
+    """The formats the FP32 model is scored in: its ONNX file, and the .pt2 it was exported from if given."""
+    return ("onnx", "pt2") if store.pt2 else ("onnx",)
+
+
+def fp32_agreement(store: UserStore) -> dict[str, float] | None:
+    """Of a .pt2 and its ONNX export, the share of images whose FP32 class is the same on torch as on each ONNX
+    runtime (None: an ONNX model, or a runtime that failed FP32: reported as such)."""
+    if store.pt2 is None:
+        return None
+    try:
+        torch_pred = predictions_on_test(store, store.fp32("pt2"), "torch", store.model.name)
+        return {
+            f"torch vs {rt.name}": float(
+                (predictions_on_test(store, store.fp32("onnx"), rt.name, store.model.name) == torch_pred).mean()
+            )
+            for rt in runtimes_for("onnx")
+        }
+    except EvaluationFailed:
+        return None
 
 
 def _stderr(line: str) -> None:
@@ -222,7 +249,7 @@ def run(
         out,
         "run",
         keep={
-            "--onnx": inputs.onnx,
+            "--model": inputs.onnx,
             "--data": inputs.data,
             "--calibration": inputs.calibration,
             "--cache": inputs.cache_dir,
@@ -259,7 +286,9 @@ def run(
 def _settings(store: UserStore, max_drop: float, skipped: dict[str, str]) -> dict[str, Any]:
     """What the run was given: its files, the model's input and classes, the drop allowed, the checks not run."""
     return {
-        "onnx": str(store.onnx),
+        "onnx": str(store.onnx),  # the ONNX export of the .pt2, when one was given
+        "pt2": str(store.pt2) if store.pt2 else None,
+        "fp32_agreement": fp32_agreement(store),
         "data": str(store.data_file),
         "calibration": str(store.calibration_file) if store.calibration_file else None,
         "input": {"shape": list(store.model.input_shape), "dtype": store.model.input_dtype},
@@ -299,6 +328,12 @@ def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
         "FP32: "
         + ", ".join(f"{rt} {r['accuracy']:.2%}" if scored(r) else f"{rt} {r['outcome']}" for rt, r in fp32.items())
     ]
+    agreement = results["run"].get("fp32_agreement")
+    if agreement:
+        lines.append(
+            "FP32 .pt2 and its ONNX export give the same class on "
+            + ", ".join(f"{share:.2%} of the images ({pair})" for pair, share in agreement.items())
+        )
     by_cell: dict[str, list[Outcome]] = {}
     for o in outcomes:
         by_cell.setdefault(o.subject.cell.id, []).append(o)

@@ -1,19 +1,22 @@
 """A user's own ONNX classifier and images, checked once (``ptq_core.user_inputs``) and registered like a
 built-in model.
 
-``UserStore.open`` reads ``MODEL.onnx``, ``DATA.npz`` (``images``, ``labels``) and optionally ``CALIB.npz``
-(``images``, ``labels`` optional), registers the model as the file and the images describe it, and scores the
-FP32 model on ``--data`` once (the predictions every later step reuses). The store then quantizes and scores the
+``UserStore.open`` reads ``MODEL.onnx``, ``DATA`` (``images``, ``labels``) and optionally ``CALIB`` (``images``,
+``labels`` optional), each an .npz or images read batch by batch (``ptq_core.shards``), registers the model as
+the file and the images describe it, and scores the FP32 model on ``--data`` once (the predictions every later
+step reuses). The store then quantizes and scores the
 model like any registered one (``ptq_core.workspace.ArtifactStore``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,14 +25,18 @@ from ptq_core.backends import BACKENDS
 from ptq_core.calibration import CalibrationConfig, CalibrationSet, stratified_indices
 from ptq_core.cifar10 import Split
 from ptq_core.errors import PTQError
+from ptq_core.evaluation import reason_of
 from ptq_core.matrix import Cell, cells_of
 from ptq_core.models import MODELS, Model, register_model
-from ptq_core.user_data import check_images, check_labels, read_npz
+from ptq_core.shards import chunks
+from ptq_core.user_data import Images, check_images, check_labels, read_data, value_range
 from ptq_core.user_inputs import check_batch, check_fp32_scores, check_weights, num_classes_of, read_onnx, select_output
+from ptq_core.user_pt2 import export_onnx, is_pt2, read_pt2
 from ptq_core.workspace import ArtifactStore
 
 DEFAULT_SAMPLES = 200
 RUN_DIR = "run"  # under the cache folder: one sub-folder per model digest
+EXPORTS_DIR = "exports"  # under it: the ONNX exports of users' .pt2 archives
 
 
 def _no_module(weights: Any = None) -> Any:
@@ -53,8 +60,11 @@ def _layout(dims: tuple[int | None, ...]) -> str:
     return "as the model's input"
 
 
-def _digest(images: np.ndarray, labels: np.ndarray | None) -> str:
-    h = hashlib.sha256(images.tobytes())
+def _digest(images: Images, labels: np.ndarray | None) -> str:
+    """Of the bytes of every image in order (as ``images.tobytes()``), a chunk at a time, and the labels."""
+    h = hashlib.sha256()
+    for chunk in chunks(images):
+        h.update(np.ascontiguousarray(chunk).tobytes())
     h.update(str((images.dtype, images.shape)).encode())
     if labels is not None:
         h.update(labels.astype(np.int64).tobytes())
@@ -75,6 +85,7 @@ class UserStore(ArtifactStore):
     calibration_file: Path | None
     pool: Split | None = None  # the calibration file, when labelled: what ``ptq tune`` calibrates and validates on
     output: str = ""  # the output that holds the scores: the FP32 copy every backend quantizes has only this one
+    pt2: Path | None = None  # the user's torch.export archive, when given: ``onnx`` is then its ONNX export
     digests: dict[str, str] = field(default_factory=dict, compare=False, hash=False)  # data_sha256, once per split
 
     @classmethod
@@ -88,18 +99,27 @@ class UserStore(ArtifactStore):
         cache_dir: str | Path | None = None,
         output: str | None = None,
         option_prefix: str = "--",
+        name: str | None = None,
     ) -> UserStore:
         """``output``: the model's output that holds the scores (default: its first); ``option_prefix``: how the
-        caller's options are spelled in messages ("--" for ptq run and tune, "--ptq-" for the pytest plugin).
+        caller's options are spelled in messages ("--" for ptq run and tune, "--ptq-" for the pytest plugin); ``name``:
+        the model's name in cell ids (default: from the file's).
 
         Long because it is the order in which a user's files are read and refused, each step before anything is
         built or written: the model, its output, its weights, the images, the labels, the calibration set, the
         FP32 scores."""
         onnx, data = Path(onnx).resolve(), Path(data).resolve()
+        root = Path(cache_dir) if cache_dir else sources.cache_dir() / RUN_DIR
+        cache.name_folder(root, f"{option_prefix}cache DIR")  # what a cache error tells the user to change
+        cache.remove_stale_temporaries(root)  # what builds killed in an earlier run left
+        pt2 = onnx if is_pt2(onnx) else None
+        if pt2 is not None:
+            onnx = _exported(pt2, root, f"{option_prefix}model")
         spec, first, proto = read_onnx(onnx)
         output = select_output(onnx, proto, output, option_prefix)
         check_weights(onnx, proto)
-        images, labels = read_npz(data, "--data", need_labels=True)
+        read, labels = read_data(data, "--data", need_labels=True)
+        images = _as_array(read)
         assert labels is not None
         check_batch(onnx, spec, images)
         check_images(images, spec, f"--data {data}")
@@ -110,7 +130,8 @@ class UserStore(ArtifactStore):
             calib_images, split = images, "data"
         else:
             calibration = Path(calibration).resolve()
-            calib_images, calib_labels = read_npz(calibration, "--calibration", need_labels=False)
+            read, calib_labels = read_data(calibration, "--calibration", need_labels=False)
+            calib_images = _as_array(read)
             check_images(calib_images, spec, f"--calibration {calibration}")
             if calib_labels is not None:
                 check_labels(calib_labels, classes, f"--calibration {calibration}")
@@ -119,7 +140,7 @@ class UserStore(ArtifactStore):
         calib = _calibration_set(calib_images, calib_labels, CalibrationConfig(samples, seed, split), source)
         sha = hashlib.sha256(proto.SerializeToString()).hexdigest()  # with its external data, if any
         folder = sha if output == first else hashlib.sha256(f"{sha}\0{output}".encode()).hexdigest()
-        name = _model_name(onnx)
+        name = name or _model_name(pt2 or onnx)
         registered = name not in MODELS
         model = register_model(
             Model(
@@ -127,7 +148,7 @@ class UserStore(ArtifactStore):
                 dataset="npz",
                 input_shape=tuple(images.shape[1:]),
                 layout=_layout(spec.dims),
-                input_range=(float(images.min()), float(images.max())),
+                input_range=value_range(images),
                 num_classes=classes,
                 reference_correct=0,  # a user's model has no pinned accuracy: it is measured
                 module="user",
@@ -137,9 +158,6 @@ class UserStore(ArtifactStore):
                 accepts=(spec.dtype.name,),
             )
         )
-        root = Path(cache_dir) if cache_dir else sources.cache_dir() / RUN_DIR
-        cache.name_folder(root, f"{option_prefix}cache DIR")  # what a cache error tells the user to change
-        cache.remove_stale_temporaries(root)  # what builds killed in an earlier run left
         store = cls(
             onnx=onnx,
             onnx_sha256=sha,
@@ -153,6 +171,7 @@ class UserStore(ArtifactStore):
             if calibration is None or calib_labels is None
             else Split("calibration", calib_images, calib_labels.astype(np.int64)),
             output=output,
+            pt2=pt2,
         )
         try:
             check_fp32_scores(store, proto, option_prefix)
@@ -169,8 +188,13 @@ class UserStore(ArtifactStore):
         return self.calib
 
     def fp32(self, fmt: str, model: str = "") -> Path:
+        archive = self.pt2
+        if fmt == "pt2" and archive is not None:
+            dest = self.models_dir / f"{self.model.name}.pt2"
+            key = {"artifact": dest.name, "sha256": sources.file_digest(archive), "code": cache.code_digest(["user"])}
+            return cache.build_once(dest, key, functools.partial(_copy, archive))
         if fmt != "onnx":
-            raise PTQError(f"a user's model is an ONNX file; no backend that needs {fmt} runs on it")
+            raise PTQError(f"a user's model is an ONNX file; no backend that needs {fmt} runs on it: pass a .pt2")
         dest = self.models_dir / f"{self.model.name}.onnx"
         key = {
             "artifact": dest.name,
@@ -181,11 +205,19 @@ class UserStore(ArtifactStore):
         return cache.build_once(dest, key, lambda tmp: _normalised_copy(self.onnx, tmp, self.output))
 
     def fp32_module(self, model: str = "") -> Any:
-        return _no_module()
+        if self.pt2 is None:
+            return _no_module()
+        import torch
+
+        from ptq_core.formats.pt2 import load
+
+        unlifted = load(self.fp32("pt2")).module()  # its eval() raises "not supported yet": a plain GraphModule
+        return torch.fx.GraphModule(unlifted, unlifted.graph)  # of the same graph and weights takes eval()
 
     def cells(self, model: str = "") -> tuple[Cell, ...]:
-        """Every cell of every backend that quantizes ONNX files."""
-        return tuple(c for b in BACKENDS.values() if b.source == "onnx" for c in cells_of(b, self.model.name))
+        """Every cell of every backend that quantizes ONNX files, and of those that quantize the .pt2 if given."""
+        formats = ("onnx", "pt2") if self.pt2 else ("onnx",)
+        return tuple(c for b in BACKENDS.values() if b.source in formats for c in cells_of(b, self.model.name))
 
     def tuning_split(self) -> str | None:
         return None if self.pool is None else self.pool.name
@@ -210,6 +242,32 @@ class UserStore(ArtifactStore):
                 "keep them apart."
             )
         return f"{how} images of {self.calibration_file} (seed {c.config.seed}), apart from the scored data."
+
+
+def _copy(src: Path, dest: Path) -> None:
+    shutil.copyfile(src, dest)
+
+
+def _exported(pt2: Path, root: Path, option: str) -> Path:
+    """The archive, checked, as an ONNX model: exported once into the cache, keyed by its digest and the exporter."""
+    read_pt2(pt2, option)
+    sha = sources.file_digest(pt2)
+    dest = root / EXPORTS_DIR / f"{_model_name(pt2)}-{sha[:12]}.onnx"
+    key = {
+        "artifact": dest.name,
+        "pt2_sha256": sha,
+        "code": cache.code_digest(["user_pt2", "formats/pt2"]),
+        "versions": cache.library_versions(("torch", "onnxscript", "onnx")),
+    }
+    try:
+        return cache.build_once(dest, key, lambda tmp: export_onnx(pt2, tmp))
+    except PTQError:
+        raise
+    except Exception as exc:  # the exporter's own errors: the ONNX backends cannot run without it
+        raise PTQError(
+            f"{option} {pt2}: torch.onnx.export of its program fails ({reason_of(exc)}); every ONNX backend "
+            "quantizes that export: replace the operation it names, or export the ONNX file yourself and pass it"
+        ) from exc
 
 
 def _normalised_copy(src: Path, dest: Path, output: str = "") -> None:
@@ -261,8 +319,13 @@ def _names_read_by_subgraphs(node: Any) -> set[str]:
     return names
 
 
+def _as_array(images: Images) -> np.ndarray:
+    """A split's images: Shards are read like an ndarray (len, shape, dtype, slices and index arrays)."""
+    return cast(np.ndarray, images)
+
+
 def _calibration_set(
-    images: np.ndarray, labels: np.ndarray | None, config: CalibrationConfig, source: str = "--data"
+    images: Images, labels: np.ndarray | None, config: CalibrationConfig, source: str = "--data"
 ) -> CalibrationSet:
     """``config.num_samples`` images (all, if fewer): stratified by label when labels are given."""
     n = min(config.num_samples, len(images))

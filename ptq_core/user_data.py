@@ -1,5 +1,6 @@
-"""A user's images and labels read and refused before anything is built (``read_npz``, ``check_images``,
-``check_labels``): what the scoring and calibration files hold, in the layout, dtype and range the model takes."""
+"""A user's images and labels read and refused before anything is built (``read_data``, ``check_images``,
+``check_labels``): what the scoring and calibration files hold, in the layout, dtype and range the model takes.
+An .npz is read whole; a folder or an images .npy is read batch by batch (``ptq_core.shards``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from typing import Any
 import numpy as np
 
 from ptq_core.errors import PTQError
+from ptq_core.shards import Shards, chunks, is_streamed, open_shards
 from ptq_core.user_inputs import InputSpec
+
+Images = np.ndarray | Shards
+
+
+def read_data(path: Path, what: str, need_labels: bool) -> tuple[Images, np.ndarray | None]:
+    """The images and labels of ``path``: an .npz (in memory), or a folder / images .npy (read batch by batch)."""
+    if is_streamed(path):
+        return open_shards(path, what, need_labels)
+    return read_npz(path, what, need_labels)
 
 
 def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -22,7 +33,8 @@ def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.n
         raise PTQError(f"{what} {path}: no such file: pass an .npz holding `images` and `labels` (np.savez)")
     if path.suffix == ".npy" or _is_npy(path):
         raise PTQError(
-            f"{what} {path} is a single .npy array: {what} takes an .npz with `images` and `labels` arrays ({save})"
+            f"{what} {path} is a single .npy array: {what} takes an .npz with `images` and `labels` arrays ({save}), "
+            "or images.npy with labels.npy beside it (read batch by batch)"
         )
     if not zipfile.is_zipfile(path):
         raise PTQError(f"{what} {path} is not a readable .npz of arrays (not a zip archive): {save}")
@@ -64,7 +76,7 @@ def read_npz(path: Path, what: str, need_labels: bool) -> tuple[np.ndarray, np.n
     return images, labels
 
 
-def check_images(images: np.ndarray, spec: InputSpec, what: str) -> None:
+def check_images(images: Images, spec: InputSpec, what: str) -> None:
     """Images exactly as the model's input takes them: rank, fixed sizes, dtype, and finite values."""
     if images.ndim != len(spec.dims) or any(
         d not in (None, -1) and d != n for d, n in zip(spec.dims[1:], images.shape[1:], strict=True)
@@ -83,13 +95,23 @@ def check_images(images: np.ndarray, spec: InputSpec, what: str) -> None:
             f"images.astype(np.{spec.dtype}) after the same preprocessing the model was trained with"
         )
     if images.dtype.kind == "f":
-        bad = ~np.isfinite(images)
-        if bad.any():
-            rows = np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))
+        values, start, rows = 0, 0, list[int]()
+        for chunk in chunks(images):
+            bad = ~np.isfinite(chunk)
+            values += int(bad.sum())
+            rows.extend(start + int(i) for i in np.flatnonzero(bad.reshape(len(chunk), -1).any(axis=1)))
+            start += len(chunk)
+        if values:
             raise PTQError(
-                f"{what} images hold {int(bad.sum())} NaN or infinite values, in {len(rows)} images (the first is "
+                f"{what} images hold {values} NaN or infinite values, in {len(rows)} images (the first is "
                 f"image {rows[0]}): remove or fix those images"
             )
+
+
+def value_range(images: Images) -> tuple[float, float]:
+    """The least and greatest value of every image, a chunk at a time."""
+    lows, highs = zip(*((chunk.min(), chunk.max()) for chunk in chunks(images)), strict=True)
+    return float(min(lows)), float(max(highs))
 
 
 def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:

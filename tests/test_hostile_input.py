@@ -341,6 +341,26 @@ def _npy(path: Path) -> Path:
     return path
 
 
+def _shards(d: Path, images: tuple[np.ndarray, ...], labels: tuple[np.ndarray, ...] = ()) -> Path:
+    """A folder of shards images-K.npy + labels-K.npy (labels: each image's index mod 3 unless given)."""
+    folder = d / "shards"
+    folder.mkdir()
+    for k, part in enumerate(images):
+        np.save(folder / f"images-{k}.npy", part)
+        np.save(folder / f"labels-{k}.npy", labels[k] if labels else np.arange(len(part)) % 3)
+    return folder
+
+
+def _truncated(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:-1000])
+    return path.parent
+
+
+def _with(folder: Path, name: str, array: np.ndarray) -> Path:
+    np.save(folder / name, array)
+    return folder
+
+
 def _random_bytes(path: Path) -> Path:
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     return path
@@ -365,7 +385,44 @@ def _folder(d: Path) -> Path:
 # case: (model maker or None for the tiny model, data maker or None for good data, extra args, message)
 HOSTILE = {
     "a directory as --onnx": (_folder, None, (), r"--onnx \S+export is a directory \(it holds net\.onnx\): pass"),
-    "a directory as --data": (None, lambda d: d, (), r"--data \S+ is a directory: pass an \.npz file"),
+    "a folder without images as --data": (
+        None,
+        lambda d: d,
+        (),
+        r"--data \S+ holds no images: it must be a folder holding images\.npy and labels\.npy",
+    ),
+    "shards of different shapes": (
+        None,
+        lambda d: _shards(d, (np.zeros((10, 3, 32, 32), np.float32), np.zeros((10, 3, 16, 16), np.float32))),
+        (),
+        r"shard images-1\.npy holds float32 images of shape \(3, 16, 16\), but images-0\.npy holds float32 of "
+        r"shape \(3, 32, 32\): every shard must hold images of one shape and dtype",
+    ),
+    "a shard with fewer labels than images": (
+        None,
+        lambda d: _shards(d, (np.zeros((10, 3, 32, 32), np.float32),), labels=(np.arange(9) % 3,)),
+        (),
+        r"labels-0\.npy holds 9 labels for 10 images: give one label per image",
+    ),
+    "an images.npy truncated on disk": (
+        None,
+        lambda d: _truncated(_shards(d, (np.zeros((10, 3, 32, 32), np.float32),)) / "images-0.npy"),
+        (),
+        r"images-0\.npy is 122,\d+ bytes but its header promises float32 \(10, 3, 32, 32\), 123,008 bytes: the "
+        r"file is truncated on disk",
+    ),
+    "labels with no images of their suffix": (
+        None,
+        lambda d: _with(_shards(d, (np.zeros((10, 3, 32, 32), np.float32),)), "labels-9.npy", np.arange(10) % 3),
+        (),
+        r"labels-9\.npy has no images file of the same suffix",
+    ),
+    "an images.npy without labels": (
+        None,
+        lambda d: _npy(d / "images.npy"),
+        (),
+        r"--data: no labels beside the images: a folder holding images\.npy and labels\.npy",
+    ),
     "random bytes as .npz": (None, lambda d: _random_bytes(d / "x.npz"), (), r"is not a readable \.npz of arrays"),
     "a zip whose images.npy is not an array": (
         None,

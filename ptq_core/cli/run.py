@@ -14,8 +14,8 @@ from ptq_core.options import SEED, max_drop_points, shard, whole_number
 from ptq_core.user import DEFAULT_SAMPLES
 
 NAME = "run"
-EXAMPLE = """python -m ptq_core run --onnx my_model.onnx --data test.npz --out my_report/
-every cell of every ONNX backend on YOUR classifier: checks, accuracy vs its FP32, report"""
+EXAMPLE = """python -m ptq_core run --model my_model.onnx --data test.npz --out my_report/
+every cell on YOUR classifier (.onnx, or .pt2 for the PT2E cells too): checks, accuracy vs its FP32, report"""
 EPILOG = """\
 exit status: 0 every check passes on every cell not known to fail; 1 a check fails, or a runtime failed an
 evaluation (cannot load or compile a cell, raises while scoring, answers NaN) or a quantizer raised on a
@@ -25,9 +25,11 @@ the fix, before any work. Nothing is written to --out unless the run completes; 
 so a second run only re-scores what changed.
 
 example, a PyTorch classifier exported with a dynamic batch and its test images saved as the model takes them:
-  torch.onnx.export(net, (x,), "net.onnx", dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+  batch = {0: torch.export.Dim("batch")}
+  torch.export.save(torch.export.export(net.eval(), (x,), dynamic_shapes=(batch,)), "net.pt2")  # every cell
+  torch.onnx.export(net, (x,), "net.onnx", dynamo=True, dynamic_shapes=(batch,))  # or the ONNX cells only
   np.savez("test.npz", images=x_test.astype(np.float32), labels=y_test)   # e.g. NCHW, scaled to [0, 1]
-  ptq run --onnx net.onnx --data test.npz --out net_report/ --jobs 2
+  ptq run --model net.pt2 --data test.npz --out net_report/ --jobs 2
 """
 
 
@@ -36,30 +38,43 @@ def add(sub: Any) -> None:
     seed = CalibrationConfig().seed
     parser = sub.add_parser(
         NAME,
-        help="quantize YOUR ONNX classifier with every ONNX backend's cells, check and score each",
-        description="Quantize an ONNX classifier with every cell of every backend that takes ONNX ("
+        help="quantize YOUR classifier (.onnx or .pt2) with every cell that takes it, check and score each",
+        description="Quantize a classifier with every cell of every backend that takes ONNX ("
         + ", ".join(b.name for b in BACKENDS.values() if b.source == "onnx")
-        + "), score each on every ONNX runtime against the model's own FP32 accuracy, run the suite's checks "
+        + "; a .pt2 also with "
+        + ", ".join(b.name for b in BACKENDS.values() if b.source == "pt2")
+        + ", and its ONNX export with the others), score each on every runtime of its format against the model's "
+        "own FP32 accuracy there, run the suite's checks "
         "(8-bit graph and dtypes, size, per-class collapse, accuracy within --max-drop), and write results.json, "
         "results.md, plots and the quantized models into --out.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--onnx", required=True, type=Path, metavar="MODEL.onnx", help="the FP32 classifier")
+    parser.add_argument(
+        "--model",
+        "--onnx",
+        dest="onnx",
+        required=True,
+        type=Path,
+        metavar="MODEL",
+        help="the FP32 classifier: an ONNX file, or a torch.export archive (.pt2, exported with a dynamic batch), "
+        "which every PT2E cell quantizes and whose ONNX export every ONNX cell quantizes",
+    )
     parser.add_argument(
         "--data",
         required=True,
         type=Path,
-        metavar="DATA.npz",
+        metavar="DATA",
         help="`images` exactly as the model's input takes them (layout, dtype, range) and `labels` (class ids): "
-        "they score every model",
+        "they score every model. An .npz (read whole), or images.npy with labels.npy beside it, or a folder of "
+        "shards (.npz files, or images-K.npy + labels-K.npy pairs): read batch by batch, so any size fits",
     )
     parser.add_argument(
         "--calibration",
         type=Path,
-        metavar="CALIB.npz",
-        help="`images` (and optionally `labels`, to stratify) to calibrate from; default: a stratified subset "
-        "of --data, reported as such",
+        metavar="CALIB",
+        help="`images` (and optionally `labels`, to stratify) to calibrate from, in any form --data takes; "
+        "default: a stratified subset of --data, reported as such",
     )
     parser.add_argument(
         "--max-drop",

@@ -64,12 +64,15 @@ def add(sub: Any) -> None:
     )
     parser.add_argument("--onnx", type=Path, metavar="MODEL.onnx", help="tune YOUR classifier instead (as ptq run)")
     parser.add_argument(
-        "--data", type=Path, metavar="DATA.npz", help="with --onnx: `images` and `labels` scored once, at the end"
+        "--data",
+        type=Path,
+        metavar="DATA",
+        help="with --onnx: `images` and `labels` scored once, at the end (any form ptq run's --data takes)",
     )
     parser.add_argument(
         "--calibration",
         type=Path,
-        metavar="CALIB.npz",
+        metavar="CALIB",
         help="with --onnx: labelled `images` and `labels`; 200 stratified calibrate, the others validate",
     )
     parser.add_argument("--cache", type=Path, metavar="DIR", help="with --onnx: build cache (default as ptq run's)")

@@ -60,7 +60,9 @@ def check_tests() -> dict[str, Callable[..., None]]:
 
 
 def _test_of(of: Check) -> Callable[..., None]:
-    def test(check: Check, subject: Subject, ptq_context: Any, record_property: Any) -> None:
+    def test(check: Check, subject: Subject, ptq_context: Any, ptq_checks_not_run: Any, record_property: Any) -> None:
+        if check.name in ptq_checks_not_run:
+            pytest.skip(ptq_checks_not_run[check.name])
         ctx = ptq_context(subject)
         if check.name == SCORING:
             _record_accuracy(ctx, record_property)
@@ -87,19 +89,33 @@ def _record_accuracy(ctx: Context, record_property: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def ptq_context(pytestconfig: pytest.Config) -> Callable[[Subject], Context]:
-    """``ptq_context(subject) -> checks.Context`` in the run's store: one per cell and process, shared by its checks."""
+def ptq_context(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Callable[[Subject], Context]:
+    """``ptq_context(subject) -> checks.Context`` in the run's store: one per cell and process, shared by its checks.
+    The store is the host's (``pytest_ptq_store``), or else a team's fixtures' (``ptq_team_store``)."""
     from ptq_core.checks import MAX_ACCURACY_DROP_POINTS, Context
+    from ptq_core.options import max_drop_points
 
-    where = store(pytestconfig)
-    if where is None:
-        raise pytest.UsageError("ptq_context needs a PTQ run: the suite's conftest.py, or pytest --ptq-onnx")
-    run = user_run(pytestconfig)
-    max_drop = run.max_drop if run else MAX_ACCURACY_DROP_POINTS
+    where, run = store(pytestconfig), user_run(pytestconfig)
+    team = where is None  # team.py's tests: their cells are named with the default model until this one is read
+    if team:
+        where = request.getfixturevalue("ptq_team_store")
+        max_drop = max_drop_points(request.getfixturevalue("ptq_max_drop"), "fixture ptq_max_drop")
+    else:
+        max_drop = run.max_drop if run else MAX_ACCURACY_DROP_POINTS
     for_cell = functools.cache(lambda cell: Context.of(where, cell, max_drop))
 
     def get(subject: Subject) -> Context:
-        ctx = for_cell(subject.cell)
+        ctx = for_cell(subject.cell.replace(model=where.model.name) if team else subject.cell)
         return ctx.on(subject.runtime) if subject.runtime else ctx
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ptq_checks_not_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Mapping[str, str]:
+    """{check: why} of the checks a team's data cannot run (the suite and --ptq-onnx skip them at collection)."""
+    if store(pytestconfig) is not None:
+        return {}
+    from ptq_core.run import checks_not_run
+
+    return checks_not_run(request.getfixturevalue("ptq_team_store"))

@@ -35,11 +35,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ptq-run", "the suite's checks on your own ONNX classifier (as `ptq run`)")
     group.addoption("--ptq-onnx", metavar="MODEL.onnx", help="an FP32 ONNX classifier: check every cell on it")
     group.addoption(
-        "--ptq-data", metavar="DATA.npz", help="`images` as the model takes them and `labels`: they score it"
+        "--ptq-data",
+        metavar="DATA",
+        help="`images` as the model takes them and `labels`: they score it (as ptq run's --data: .npz, images.npy, "
+        "a folder of shards)",
     )
     group.addoption(
         "--ptq-calibration",
-        metavar="CALIB.npz",
+        metavar="CALIB",
         help="`images` (and `labels`) to calibrate from (default: a stratified subset of --ptq-data)",
     )
     group.addoption(
