@@ -94,7 +94,7 @@ def _measured(top: LayerBlame, graph_order: list[LayerBlame]) -> list[str]:
     others = before or [r.output_sqnr_db for r in graph_order if r is not top and r.output_sqnr_db is not None]
     if top.output_sqnr_db is not None and others:
         which = "the layers before it" if before else "the others"
-        span = f"{min(others):.1f}" if len(others) == 1 else f"{min(others):.1f}-{max(others):.1f}"
+        span = f"{min(others):.1f}" if len(others) == 1 else f"{min(others):.1f} to {max(others):.1f}"
         words.append(f"its output SQNR is {top.output_sqnr_db:.1f} dB where {which} are {span} dB")
     elif top.output_tensor is None:
         words.append("its output is not quantized")
@@ -103,6 +103,8 @@ def _measured(top: LayerBlame, graph_order: list[LayerBlame]) -> list[str]:
         words.append(f"its weight SQNR is {top.weight_sqnr_db:.1f} dB, the others' at least {min(weights):.1f} dB")
     if top.calibrated_range and top.float_range:
         chosen, reached = top.calibrated_range[1], top.float_range[1]
+        if top.calibrated_range[0] < 0 <= top.float_range[0]:
+            words.append(f"its range goes down to {top.calibrated_range[0]:.2f} where FP32's output is never negative")
         if chosen < reached:
             words.append(f"the calibrator clipped its range at {chosen:.2f} where FP32 reaches {reached:.2f}")
         elif chosen > WIDE_RANGE * reached:  # every doubling of the range spends one of the 8 bits on no value
@@ -207,6 +209,20 @@ def _onnx_facts(
     return out
 
 
+def _below_fp32(ws: ArtifactStore, cell: Cell, artifact: Path, rt: str) -> tuple[np.ndarray, np.ndarray]:
+    """FP32's and the artifact's test predictions on ``rt``; refused when the artifact is not below FP32."""
+    labels = ws.split("test").labels
+    reference = predictions_on_test(ws, ws.fp32(cell.backend_spec.format, cell.model), rt, cell.model)
+    predicted = predictions_on_test(ws, artifact, rt, cell.model)
+    fp32_correct, cell_correct = (int((p == labels).sum()) for p in (reference, predicted))
+    if cell_correct >= fp32_correct:
+        raise PTQError(
+            f"{cell.id} scores {cell_correct} of {len(labels)} test images on {rt}, FP32 {fp32_correct}: it does "
+            "not drop, so there is nothing to blame; explain a cell that scores below FP32"
+        )
+    return reference, predicted
+
+
 def blame(
     ws: ArtifactStore,
     cell: Cell,
@@ -229,14 +245,8 @@ def blame(
         raise PTQError(f"{cell.id}: its layers are left in float by rebuilding the cell, so pass no artifact")
     artifact = artifact or ws.quantized(cell, config)
     test, model = ws.split("test"), cell.model
-    reference = predictions_on_test(ws, ws.fp32(cell.backend_spec.format, model), rt, model)
-    predicted = predictions_on_test(ws, artifact, rt, model)
+    reference, predicted = _below_fp32(ws, cell, artifact, rt)
     fp32_correct, cell_correct = (int((p == test.labels).sum()) for p in (reference, predicted))
-    if cell_correct >= fp32_correct:
-        raise PTQError(
-            f"{cell.id} scores {cell_correct} of {len(test.labels)} test images on {rt}, FP32 {fp32_correct}: it does "
-            "not drop, so there is nothing to blame; explain a cell that scores below FP32"
-        )
     disagree = np.flatnonzero(reference != predicted)
     images, labels = test.images[disagree], test.labels[disagree]
     pre, variant = _onnx_variants(ws, cell, artifact) if onnx else (None, None)
@@ -247,14 +257,14 @@ def blame(
         say(f"[{i}/{len(layers)}] {cell.id}: {layer} in float, on {len(disagree)} disagreeing images")
         regained[layer] = int((predict_scores(in_float(layer), images, cell.model_spec, rt).argmax(1) == labels).sum())
     ranked = sorted(layers, key=lambda k: base - regained[k])  # stable: graph order among ties
-    rows = []
-    for i, layer in enumerate(ranked):
-        points = None
-        if i < confirmed:
-            say(f"{cell.id}: {layer} in float, on the {len(test.labels)} test images")
-            hits = int((predictions_on_test(ws, in_float(layer), rt, model) == test.labels).sum())
-            points = (hits - cell_correct) / len(test.labels) * 100
-        rows.append(LayerBlame(layer, layers.index(layer), regained[layer] - base, points))
+    points: dict[str, float] = {}
+    for layer in ranked[:confirmed]:
+        say(f"{cell.id}: {layer} in float, on the {len(test.labels)} test images")
+        hits = int((predictions_on_test(ws, in_float(layer), rt, model) == test.labels).sum())
+        points[layer] = (hits - cell_correct) / len(test.labels) * 100
+    # a layer in float also changes images outside the disagreement set: among the confirmed, the test split decides
+    ranked = sorted(points, key=lambda k: -points[k]) + ranked[len(points) :]
+    rows = [LayerBlame(k, layers.index(k), regained[k] - base, points.get(k)) for k in ranked]
     if pre is not None:
         say(f"{cell.id}: SQNR and ranges of each layer on {min(len(disagree), MAX_IMAGES)} disagreeing images")
         rows = _onnx_facts(ws, cell, artifact, pre, rows, images)

@@ -15,7 +15,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from ptq_core import cli
-from ptq_core.blame import blame, format_table
+from ptq_core.blame import Blame, LayerBlame, blame, format_table
 from ptq_core.blame_onnx import layer_in_float, preprocess
 from ptq_core.errors import PTQError
 from ptq_core.matrix import Cell
@@ -158,3 +158,39 @@ def test_explain_refuses_an_unknown_cell(capsys) -> None:  # type: ignore[no-unt
         cli.main(["explain", "resnet8-onnxruntime-u8s8-minmax"])
     assert exit_.value.code == 2
     assert "no cell resnet8-onnxruntime-u8s8-minmax: cells are named like" in capsys.readouterr().err
+
+
+def _record(top: LayerBlame, not_measured: str | None = None) -> Blame:
+    first = LayerBlame("first", 0, 10, 0.05, "a", 30.0, 40.0, (0.0, 5.0), (0.0, 5.0))
+    return Blame("cell", "onnxruntime", "a.onnx", 10_000, 8719, 8619, 400, (top, first), not_measured)
+
+
+@pytest.mark.parametrize(
+    ("calibrated", "reached", "said"),
+    [
+        ((0.0, 2.0), (0.0, 7.0), "the calibrator clipped its range at 2.00 where FP32 reaches 7.00"),
+        ((0.0, 15.0), (0.0, 7.0), "the calibrator's range reaches 15.00 where FP32 reaches only 7.00"),
+        ((-9.0, 9.0), (0.0, 7.0), "its range goes down to -9.00 where FP32's output is never negative"),
+    ],
+)
+def test_headline_names_what_stands_out(calibrated, reached, said: str) -> None:  # type: ignore[no-untyped-def]
+    record = _record(LayerBlame("top", 1, 90, 0.6, "t", 12.0, 20.0, calibrated, reached))
+    line = record.headline()
+    assert line.startswith("cell is 1.00 points below FP32 on onnxruntime; leaving `top` in float regains 0.60 (60%")
+    assert "its output SQNR is 12.0 dB where the layers before it are 30.0 dB" in line
+    assert "its weight SQNR is 20.0 dB, the others' at least 40.0 dB" in line
+    assert said in line and line.count("range") == 1, line
+
+
+def test_headline_is_quiet_where_nothing_stands_out() -> None:
+    # within what FP32 reaches and under twice it: no range clause; weights as good as the others': no weight clause
+    line = _record(LayerBlame("top", 1, 90, 0.6, "t", 12.0, 45.0, (0.0, 9.0), (0.0, 7.0))).headline()
+    assert "range" not in line and "weight" not in line, line
+
+
+def test_unmeasured_sqnr_is_said_not_faked() -> None:
+    record = _record(LayerBlame("top", 1, 90, 0.6), not_measured="for pt2 artifacts")
+    assert record.headline().endswith("per-layer SQNR not measured (for pt2 artifacts)")
+    assert "| 1 | top | +90 | +0.60 | not measured | not measured | not measured | not measured |" in format_table(
+        record
+    )
