@@ -3,6 +3,7 @@ what FP32 computes, and what cannot be blamed is refused with the reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -15,7 +16,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from ptq_core import cli
-from ptq_core.blame import Blame, LayerBlame, blame, format_table
+from ptq_core.backends import pytorch as pytorch_backend
+from ptq_core.blame import NOT_MEASURED, Blame, LayerBlame, blame, format_table
 from ptq_core.blame_onnx import layer_in_float, preprocess
 from ptq_core.errors import PTQError
 from ptq_core.matrix import Cell
@@ -194,3 +196,37 @@ def test_unmeasured_sqnr_is_said_not_faked() -> None:
     assert "| 1 | top | +90 | +0.60 | not measured | not measured | not measured | not measured |" in format_table(
         record
     )
+
+
+PT2E_CELL = Cell("pytorch", "uint8")
+PT2E_SPOILED = "stack2.conv1.1"  # the module the ONNX test's node_Conv_61 was exported from
+THREE_BITS = (-4, 3)
+
+
+def _three_bit_weights_for(layer: str, build_quantizer):  # type: ignore[no-untyped-def]
+    """``build_quantizer`` with ``layer``'s weights quantized to 3 bits, but when it is left in float."""
+
+    def spoiled(cell, float_layers=()):  # type: ignore[no-untyped-def]
+        quantizer = build_quantizer(cell, float_layers)
+        if layer not in float_layers:
+            config = quantizer.global_config
+            weight = dataclasses.replace(config.weight, quant_min=THREE_BITS[0], quant_max=THREE_BITS[1])
+            quantizer.set_module_name_qconfig(layer, dataclasses.replace(config, weight=weight))
+        return quantizer
+
+    return spoiled
+
+
+@pytest.mark.e2e  # 11 PT2E builds, FP32 and 2 artifacts scored on the test split in eager torch: 277 s measured
+def test_blame_finds_the_spoiled_layer_of_a_pt2e_cell(ws, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # the spoil is in the build, so the cell and every rebuild with one other layer in float carry it; a models
+    # folder of its own keeps the spoiled builds out of the suite's cache (their keys do not see the patch)
+    monkeypatch.setattr(
+        pytorch_backend, "build_quantizer", _three_bit_weights_for(PT2E_SPOILED, pytorch_backend.build_quantizer)
+    )
+    found = blame(dataclasses.replace(ws, models_dir=tmp_path / "models"), PT2E_CELL, confirmed=1)
+    top = found.layers[0]
+    assert top.layer == PT2E_SPOILED, format_table(found)
+    assert found.drop_points > 3.0 and top.regained_points is not None
+    assert top.regained_points > found.drop_points / 2, format_table(found)
+    assert found.headline().endswith(f"per-layer SQNR {NOT_MEASURED} (for pt2 artifacts)")
