@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 from ptq_core.errors import PTQError
 from ptq_core.formats.onnx import INPUT_NAME
 
-CLAMP_OPS = ("Relu", "Clip")  # what the QDQ quantizer folds into the output's quantization
+CLAMP_OPS = ("Relu",)  # what the QDQ quantizer folds into a conv's output quantization, as far as handled here
 BATCH = 256
 
 
@@ -93,14 +93,21 @@ def _float_inputs(fp32: onnx.GraphProto, layer: str, path: Path) -> list[np.ndar
 
 
 def _clamps_after(fp32: onnx.GraphProto, layer: str, tensor: str) -> list[onnx.NodeProto]:
-    """The FP32 graph's ReLU/Clip nodes from ``layer``'s output to ``tensor`` (none when it is the output)."""
+    """The FP32 graph's ReLUs from ``layer``'s output to ``tensor`` (none when it is the output); refused when
+    the quantizer folded anything else into the output's quantization, which leaving it in float would lose."""
     producers, _ = _index(fp32)
     chain = []
     node = producers.get(tensor)
     while node is not None and node.name != layer and node.op_type in CLAMP_OPS:
         chain.append(node)
         node = producers.get(node.input[0])
-    return list(reversed(chain)) if node is not None and node.name == layer else []
+    if node is None or node.name != layer:
+        found = node.op_type if node is not None else "no node"
+        raise PTQError(
+            f"cannot leave {layer} in float: between it and its quantized output {tensor!r} the FP32 graph has "
+            f"{found}, which only {', '.join(CLAMP_OPS)} may be; blame the cell by rebuilding it instead"
+        )
+    return list(reversed(chain))
 
 
 def layer_in_float(qdq_onnx: Path, fp32_pre: Path, layer: str, out: Path) -> None:
@@ -203,3 +210,35 @@ def layer_quantization(qdq_onnx: Path, fp32_pre: Path, layer: str) -> LayerQuant
     if pair is None:
         return LayerQuantization(None, float(weight_db), None, None)
     return LayerQuantization(node.output[0], float(weight_db), _calibrated_range(graph, pair[0]), None)
+
+
+def local_sqnr(qdq_onnx: Path, fp32_pre: Path, layers: list[str], images: np.ndarray) -> dict[str, float]:
+    """Per layer with a quantized output: the SQNR of that quantization alone, in the QDQ model itself: its
+    DequantizeLinear output against its QuantizeLinear input (through the ReLU folded into it). Unlike the end
+    to end SQNR it carries no earlier layer's error. ORT's optimizations are off, as in qdq_loss_debug."""
+    import onnxruntime as ort
+
+    model, fp32 = onnx.load(str(qdq_onnx)), onnx.load(str(fp32_pre)).graph
+    pairs, folded = {}, set()
+    for layer in layers:
+        node = _node(model.graph, layer, qdq_onnx)
+        pair = _output_pair(model.graph, node)
+        if pair is not None:
+            pairs[layer] = (node.output[0], pair[1].output[0])
+            folded |= {layer} if _clamps_after(fp32, layer, node.output[0]) else set()
+    names = sorted({t for pair in pairs.values() for t in pair})
+    model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in names)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    signal, noise = dict.fromkeys(pairs, 0.0), dict.fromkeys(pairs, 0.0)
+    for start in range(0, len(images), BATCH):
+        batch = {INPUT_NAME: np.ascontiguousarray(images[start : start + BATCH], dtype=np.float32)}
+        values = dict(zip(names, session.run(names, batch), strict=True))
+        for layer, (before, after) in pairs.items():
+            ref = values[before].astype(np.float64)
+            ref = np.maximum(ref, 0) if layer in folded else ref
+            signal[layer] += float(np.sum(ref**2))
+            noise[layer] += float(np.sum((ref - values[after]) ** 2))
+    eps = float(np.finfo(float).eps)
+    return {k: float(10 * np.log10(max(signal[k], eps) / max(noise[k], eps))) for k in pairs}

@@ -87,7 +87,9 @@ def test_blame_finds_the_spoiled_layer(ws, artifact: Path, tmp_path: Path, spoil
     assert top.regained_points > found.drop_points / 2, format_table(found)
     assert top.regained_images > max(r.regained_images for r in found.layers[1:])
     assert f"leaving `{SPOILED}` in float regains" in found.headline()
-    assert "its output SQNR is" in found.headline() and diagnosis in found.headline(), found.headline()
+    assert "its output quantization alone has" in found.headline() and diagnosis in found.headline(), found.headline()
+    if spoil is _scale_output:  # its own output quantization is the worst of the layers'
+        assert top.local_sqnr_db == min(r.local_sqnr_db for r in found.layers if r.local_sqnr_db is not None)
 
 
 def test_the_unspoiled_cell_blames_another_layer_first(ws, artifact: Path) -> None:  # type: ignore[no-untyped-def]
@@ -163,7 +165,7 @@ def test_explain_refuses_an_unknown_cell(capsys) -> None:  # type: ignore[no-unt
 
 
 def _record(top: LayerBlame, not_measured: str | None = None) -> Blame:
-    first = LayerBlame("first", 0, 10, 0.05, "a", 30.0, 40.0, (0.0, 5.0), (0.0, 5.0))
+    first = LayerBlame("first", 0, 10, 0.05, "a", 30.0, 30.0, 40.0, (0.0, 5.0), (0.0, 5.0))
     return Blame("cell", "onnxruntime", "a.onnx", 10_000, 8719, 8619, 400, (top, first), not_measured)
 
 
@@ -176,17 +178,17 @@ def _record(top: LayerBlame, not_measured: str | None = None) -> Blame:
     ],
 )
 def test_headline_names_what_stands_out(calibrated, reached, said: str) -> None:  # type: ignore[no-untyped-def]
-    record = _record(LayerBlame("top", 1, 90, 0.6, "t", 12.0, 20.0, calibrated, reached))
+    record = _record(LayerBlame("top", 1, 90, 0.6, "t", 9.0, 12.0, 20.0, calibrated, reached))
     line = record.headline()
     assert line.startswith("cell is 1.00 points below FP32 on onnxruntime; leaving `top` in float regains 0.60 (60%")
-    assert "its output SQNR is 12.0 dB where the layers before it are 30.0 dB" in line
+    assert "its output quantization alone has 12.0 dB SQNR, the other layers' 30.0 dB" in line
     assert "its weight SQNR is 20.0 dB, the others' at least 40.0 dB" in line
     assert said in line and line.count("range") == 1, line
 
 
 def test_headline_is_quiet_where_nothing_stands_out() -> None:
     # within what FP32 reaches and under twice it: no range clause; weights as good as the others': no weight clause
-    line = _record(LayerBlame("top", 1, 90, 0.6, "t", 12.0, 45.0, (0.0, 9.0), (0.0, 7.0))).headline()
+    line = _record(LayerBlame("top", 1, 90, 0.6, "t", 12.0, 12.0, 45.0, (0.0, 9.0), (0.0, 7.0))).headline()
     assert "range" not in line and "weight" not in line, line
 
 
