@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from ptq_core import cli
+from ptq_core import blame_onnx, cli
 from ptq_core.backends import pytorch as pytorch_backend
 from ptq_core.blame import NOT_MEASURED, Blame, LayerBlame, blame, format_table
 from ptq_core.blame_onnx import layer_in_float, preprocess
@@ -232,3 +232,25 @@ def test_blame_finds_the_spoiled_layer_of_a_pt2e_cell(ws, tmp_path: Path, monkey
     assert found.drop_points > 3.0 and top.regained_points is not None
     assert top.regained_points > found.drop_points / 2, format_table(found)
     assert found.headline().endswith(f"per-layer SQNR {NOT_MEASURED} (for pt2 artifacts)")
+
+
+def _conv_then(op: str) -> onnx.GraphProto:
+    """A one-conv graph whose output passes through ``op`` before it reaches the quantized tensor ``y``."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c_out"], name="c")
+    after = helper.make_node(op, ["c_out"], ["y"], name="after")
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 3, 3])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")
+    return helper.make_graph([conv, after], "g", [x], [y], [w])
+
+
+def test_only_a_folded_relu_is_put_back() -> None:
+    assert [n.op_type for n in blame_onnx._clamps_after(_conv_then("Relu"), "c", "y")] == ["Relu"]
+    with pytest.raises(PTQError, match="cannot leave c in float: .* the FP32 graph has Sigmoid, which only Relu"):
+        blame_onnx._clamps_after(_conv_then("Sigmoid"), "c", "y")
+
+
+def test_explain_refuses_a_negative_confirm_count(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", CELL.id, "--confirm", "-1"])
+    assert exit_.value.code == 2 and "--confirm -1: give how many top layers" in capsys.readouterr().err
