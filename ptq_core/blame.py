@@ -11,7 +11,7 @@ output and of its weights against FP32, and the range the calibrator chose for i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ def _onnx_variants(ws: ArtifactStore, cell: Cell, artifact: Path) -> tuple[Path,
 
     def variant(layer: str) -> Path:
         path = ws.models_dir / BLAME_DIR / f"{artifact.stem}-{digest[:12]}-{layer}-float.onnx"
-        key = {"artifact": path.name, "source_sha256": digest, "layer": layer, **pre_key, "artifact_fp32": pre.name}
+        key = {"artifact": path.name, "source_sha256": digest, "layer": layer, **pre_key}
         return cache.build_once(path, key, lambda tmp: blame_onnx.layer_in_float(artifact, pre, layer, tmp))
 
     return pre, variant
@@ -193,25 +193,18 @@ def _onnx_facts(
     ranges = blame_onnx.float_ranges(pre, tensors, images)
     sqnr = {r.tensor: r.sqnr_db for r in activation_sqnr(ws.fp32("onnx", cell.model), artifact, images)}
     local = blame_onnx.local_sqnr(artifact, pre, [r.layer for r in layers], images)
-    out = []
-    for r in layers:
-        q = quantization[r.layer]
-        tensor = q.output_tensor
-        out.append(
-            LayerBlame(
-                r.layer,
-                r.position,
-                r.regained_images,
-                r.regained_points,
-                tensor,
-                sqnr.get(tensor) if tensor else None,
-                local.get(r.layer),
-                q.weight_sqnr_db,
-                q.calibrated_range,
-                ranges.get(tensor) if tensor else None,
-            )
+    return [
+        replace(
+            r,
+            output_tensor=(tensor := quantization[r.layer].output_tensor),
+            output_sqnr_db=sqnr.get(tensor) if tensor else None,
+            local_sqnr_db=local.get(r.layer),
+            weight_sqnr_db=quantization[r.layer].weight_sqnr_db,
+            calibrated_range=quantization[r.layer].calibrated_range,
+            float_range=ranges.get(tensor) if tensor else None,
         )
-    return out
+        for r in layers
+    ]
 
 
 def _below_fp32(ws: ArtifactStore, cell: Cell, artifact: Path, rt: str) -> tuple[np.ndarray, np.ndarray]:
@@ -245,8 +238,8 @@ def blame(
         say: progress lines (a build per layer).
     """
     rt, layers = _runtime(cell, runtime), _layers(ws, cell, config)
-    onnx = cell.backend_spec.format == "onnx"
-    if artifact is not None and not onnx:
+    is_onnx = cell.backend_spec.format == "onnx"
+    if artifact is not None and not is_onnx:
         raise PTQError(f"{cell.id}: its layers are left in float by rebuilding the cell, so pass no artifact")
     artifact = artifact or ws.quantized(cell, config)
     test, model = ws.split("test"), cell.model
@@ -254,7 +247,7 @@ def blame(
     fp32_correct, cell_correct = (int((p == test.labels).sum()) for p in (reference, predicted))
     disagree = np.flatnonzero(reference != predicted)
     images, labels = test.images[disagree], test.labels[disagree]
-    pre, variant = _onnx_variants(ws, cell, artifact) if onnx else (None, None)
+    pre, variant = _onnx_variants(ws, cell, artifact) if is_onnx else (None, None)
     in_float = variant or (lambda layer: build(ws, cell, config, (layer,)))
     base = int((predicted[disagree] == labels).sum())
     regained = {}
@@ -282,5 +275,5 @@ def blame(
         cell_correct,
         len(disagree),
         tuple(rows),
-        None if onnx else f"for {cell.backend_spec.format} artifacts",
+        None if is_onnx else f"for {cell.backend_spec.format} artifacts",
     )

@@ -219,7 +219,7 @@ def _three_bit_weights_for(layer: str, build_quantizer):  # type: ignore[no-unty
     return spoiled
 
 
-@pytest.mark.e2e  # 11 PT2E builds, FP32 and 2 artifacts scored on the test split in eager torch: 277 s measured
+@pytest.mark.e2e  # 11 PT2E builds, FP32 and 2 artifacts scored on the test split in eager torch: 150 s measured
 def test_blame_finds_the_spoiled_layer_of_a_pt2e_cell(ws, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # the spoil is in the build, so the cell and every rebuild with one other layer in float carry it; a models
     # folder of its own keeps the spoiled builds out of the suite's cache (their keys do not see the patch)
