@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from ptq_core.backends import BACKENDS
-from ptq_core.cli import bench, compare, evaluate, prepare, quantize, report, run, tune
+from ptq_core.cli import bench, compare, evaluate, explain, prepare, quantize, report, run, tune
 from ptq_core.errors import PTQError
 from ptq_core.evaluation import EvaluationFailed
 from ptq_core.runtimes import runtimes_for
 
-COMMANDS = (prepare, quantize, evaluate, report, run, bench, tune, compare)
+COMMANDS = (prepare, quantize, evaluate, report, run, bench, tune, compare, explain)
 
 SOURCES = """\
 Data and weights are found in this order: --cifar10-dir / --resnet8-h5, then $PTQ_CIFAR10_DIR /

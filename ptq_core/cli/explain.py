@@ -1,0 +1,72 @@
+"""``ptq explain``: which layers a quantized cell loses its accuracy in (``ptq_core.blame``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ptq_core.cli.common import source_args, workspace
+from ptq_core.errors import PTQError
+
+NAME = "explain"
+EXAMPLE = """python -m ptq_core explain resnet8-onnxruntime-uint8-entropy-per_tensor --out blame.json
+which layers the cell loses its accuracy in: each left alone in float, ranked by what it regains"""
+
+
+def add(sub: Any) -> None:
+    from ptq_core.blame import CONFIRMED
+
+    parser = sub.add_parser(
+        NAME,
+        help="which layers a quantized cell loses its accuracy in",
+        description="Each conv/linear layer of the cell is left alone in float and ranked by the images it wins "
+        "back among the test images FP32 and the cell classify differently; the top layers are then scored on the "
+        "whole test split. For ONNX (QDQ) cells, each layer's output and weight SQNR against FP32 and the range "
+        "the calibrator chose for its output stand beside it. Prints a headline and a markdown table; progress "
+        "goes to stderr.",
+        epilog=f"example:\n  {EXAMPLE.splitlines()[0]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "cell", help="a cell id as the suite names it, e.g. resnet8-onnxruntime-u8s8-entropy-per_channel"
+    )
+    parser.add_argument("--runtime", help="where the cell is scored (default: the first runtime of its format)")
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        default=CONFIRMED,
+        metavar="N",
+        help=f"top layers scored on the whole test split (default {CONFIRMED})",
+    )
+    parser.add_argument("--out", type=Path, metavar="FILE.json", help="write the blame table as JSON here too")
+    source_args(parser)
+
+
+def _cell(name: str) -> Any:
+    from ptq_core.matrix import CELLS
+
+    cell = next((c for c in CELLS if c.id == name), None)
+    if cell is None:
+        raise PTQError(
+            f"no cell {name}: cells are named like {CELLS[0].id} (model-backend-dtype-calibrator-granularity)"
+        )
+    return cell
+
+
+def main(args: argparse.Namespace) -> None:
+    from ptq_core.blame import blame, format_table
+    from ptq_core.cache import write_atomic
+
+    cell = _cell(args.cell)
+    if args.confirm < 0:
+        raise PTQError(f"--confirm {args.confirm}: give how many top layers to score on the test split, 0 or more")
+    found = blame(workspace(args), cell, args.runtime, confirmed=args.confirm, say=lambda s: print(s, file=sys.stderr))
+    print(format_table(found))
+    if args.out:
+        try:
+            write_atomic(args.out, json.dumps(found.as_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise PTQError(f"cannot write --out {args.out} ({exc.strerror or exc}): choose a writable folder") from exc
