@@ -101,3 +101,19 @@ def test_diff_counts_correct_answers_and_flips(root: Path) -> None:
         "lost": 2,
         "gained": 5,
     }
+
+
+def test_an_upgrade_is_judged_against_its_own_cpus_baselines_not_another_cpus(root: Path) -> None:
+    # "old-stack" stands for another CPU kind; this CPU's baseline under older libraries is 50 images below it
+    ours = _flip(_old(root), wrong=50)
+    baselines.write(root / "x86_64-avx2-lib1.0", SUBJECT, _data(ours), ours)
+    verdict = _judge(root, ours, here="x86_64-avx2-lib2.0")
+    assert verdict.passed and not verdict.message  # identical to its own CPU's, never compared with "old-stack"
+    with pytest.warns(BaselineChanged, match="against x86_64-avx2-lib1.0"):
+        assert _judge(root, _flip(ours, wrong=2), here="x86_64-avx2-lib2.0").passed
+
+
+def test_a_cpu_without_baselines_is_judged_against_another_cpus_and_told_how_to_write_its_own(root: Path) -> None:
+    verdict = _judge(root, _flip(_old(root), wrong=50), here="x86_64-avx2-lib2.0")
+    assert not verdict.passed and "a drop of 5.00 points" in verdict.message
+    assert "No baseline of this CPU kind (x86_64-avx2) yet" in verdict.message and "--force-regen" in verdict.message

@@ -20,6 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ptq_core import cli, report
+from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.known_failures import EVALUATION, KNOWN_FAILURES, known_failure
 from ptq_core.matrix import CELLS, Cell
@@ -348,7 +349,10 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
     assert "non-finite" in rows[(FAULTY, u8s8.id)]["reason"]
     timed = rows[("onnxruntime", u8s8.id)]
     # timed, not how fast: two rounds under another process's load prove nothing about speed
-    assert timed["outcome"] == "scored" and timed["honest"] and timed["images_per_s"] > 0
+    assert timed["outcome"] == "scored" and timed["images_per_s"] > 0
+    # honest on the first 1,024 images where it is within the allowed drop (on AVX2 without VNNI, ORT's u8s8 kernels
+    # saturate and it is not): the row says which, by its own figures
+    assert timed["honest"] == (timed["drop_points"] <= MAX_ACCURACY_DROP_POINTS)
     assert timed["best_float"] in ("fp32 on onnxruntime", "fp32 on openvino_default")
     assert timed["vs_ort_fp32"] is not None and timed["vs_best_float"] is not None
     assert measured["fastest"]["b256-t1"]["model"] == u8s8.id
