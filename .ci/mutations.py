@@ -278,6 +278,30 @@ MUTATIONS = (
         "if drop >= tolerance:",
         (f"{PROTECT}::test_the_baseline_tolerance_against_another_stack",),
     ),
+    Mutation(
+        "baseline: an upgrade judged against every CPU's baselines, not its own CPU's",
+        "ptq_core/baselines.py",
+        "return [p for p in found if cpu_of(p.parent.name) == cpu_of(here.name)] or found",
+        "return found",
+        ("tests/test_baseline_rule.py::test_an_upgrade_is_judged_against_its_own_cpus_baselines_not_another_cpus",),
+    ),
+    Mutation(
+        "blame: an evaluation at exactly half the allowed drop is blamed",
+        "ptq_core/blame_report.py",
+        'if -entry["delta_points"] > allowed or round(class_drop_points(entry, fp32[rt]), 1) > MAX_CLASS_DROP_POINTS:',
+        'if -entry["delta_points"] >= allowed or round(class_drop_points(entry, fp32[rt]), 1) > MAX_CLASS_DROP_POINTS:',
+        (
+            "tests/test_blame_report.py::"
+            "test_an_evaluation_is_blamed_when_it_spends_over_half_the_allowed_drop_or_a_class_collapses",
+        ),
+    ),
+    Mutation(
+        "blame cache key without the CPU kind",
+        "ptq_core/blame_report.py",
+        '"cpu": cpu_capability(),  # the kernels flip different images, so the disagreement set differs',
+        '"cpu": "any",',
+        ("tests/test_blame_report.py::test_a_blame_is_measured_once_per_artifact_and_runtime",),
+    ),
 )
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ptq_core import blame_report
 from ptq_core.calibration import SCORED_SPLITS
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.errors import PTQError
@@ -127,6 +128,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['file_ratio']:.2f}x | {_verdict(r)} |"
         )
     lines += _failed_markdown(results)
+    lines += blame_report.markdown(results)
     lines += _models_side_by_side(results)
     if results.get("pt2_archive_bytes"):
         parts = results["pt2_archive_bytes"]

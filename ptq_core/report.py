@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,18 @@ def build(
     benchmarks: Path | None = None,
     cells: tuple[Cell, ...] = CELLS,
     archive: bool = True,
+    blame: bool = True,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The results of ``cells``; ``studies``: the calibration studies; ``archive``: where a .pt2's bytes go."""
+    """The results of ``cells``; ``studies``: the calibration studies; ``archive``: where a .pt2's bytes go;
+    ``blame``: which layers each dropping evaluation loses its accuracy in (``blame_report``)."""
+    from ptq_core import blame_report
     from ptq_core.formats.pt2 import archive_bytes
     from ptq_core.studies import calibration_studies
 
     results = collect(ws, cells)
+    if blame:
+        blame_report.add(ws, results, cells, say)
     results["studies"] = calibration_studies(ws) if studies else {}
     results["pt2_archive_bytes"] = {}
     if archive:

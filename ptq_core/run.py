@@ -235,9 +235,12 @@ def run(
     patterns: tuple[str, ...] = (),
     say: Callable[[str], None] = _stderr,
     shard: tuple[int, int] = (1, 1),
+    blame: bool = True,
 ) -> tuple[dict[str, Any], list[Outcome]]:
-    """Build, score and check every cell (of ``shard`` K/N: every N-th, from the K-th); write ``out``; return the
-    results and the check outcomes. ``ptq report --merge`` joins the N partial reports into the one run's."""
+    """Build, score and check every cell (of ``shard`` K/N: every N-th, from the K-th); blame each dropping
+    evaluation's layers (``blame``); write ``out``; return the results and the check outcomes. ``ptq report
+    --merge`` joins the N partial reports into the one run's."""
+    from ptq_core import blame_report
     from ptq_core.options import max_drop_points
     from ptq_core.results import collect, failed_evaluations
 
@@ -269,6 +272,8 @@ def run(
     skipped = checks_not_run(store)
     outcomes = list(run_checks(context(store, max_drop), cells, skip=skipped))
     results = collect(store, cells, max_drop, fp32_of=(store.model.name,))
+    if blame:
+        blame_report.add(store, results, cells, say)
     results["calibration"]["note"] = store.calibration_note
     results["run"] = _settings(store, max_drop, skipped)
     results["failed_builds"] = failed_builds
@@ -322,7 +327,10 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 
 def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
-    """One line per cell: accuracy on each checked runtime against FP32 there, and its checks."""
+    """One line per cell: accuracy on each checked runtime against FP32 there, and its checks; then why each
+    dropping one drops."""
+    from ptq_core.blame_report import headlines
+
     fp32 = results["fp32"]["runtimes"]
     lines = [
         "FP32: "
@@ -354,4 +362,4 @@ def summary(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
             if r["checked"] or not scored(r)
         )
         lines.append(f"{row['cell']:60} {accs}  {len(mine) - len(failed)}/{len(mine)} checks  {verdict}")
-    return lines
+    return lines + headlines(results)

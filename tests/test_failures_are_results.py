@@ -124,7 +124,9 @@ def test_ptq_report_marks_the_failed_evaluations_and_scores_the_rest(inject, ws,
     u8s8, int8, nncf = REPORT_CELLS
     inject(refuse=(int8.id,), nan_in=(nncf.id,))
     monkeypatch.setattr(report, "build", _report_of(report.build, REPORT_CELLS))
-    status = cli.main(["report", "--out", str(tmp_path / "report"), "--models-dir", str(ws.models_dir)])
+    # the blame of a dropping cell is tests/test_blame_report.py's (u8s8 drops 2.74 points on the AVX2-only CPU)
+    argv = ["report", "--no-blame", "--out", str(tmp_path / "report"), "--models-dir", str(ws.models_dir)]
+    status = cli.main(argv)
     assert status == 1
     printed = capsys.readouterr().out
     assert f"FAILED evaluation {int8.id} on {FAULTY}: failed to load: {FAULTY}: RuntimeError: Check" in printed
@@ -148,7 +150,9 @@ def test_ptq_report_marks_the_failed_evaluations_and_scores_the_rest(inject, ws,
 
 
 def _report_of(build, cells):
-    return lambda ws, studies=True, benchmarks=None: build(ws, studies=False, cells=cells, archive=False)
+    return lambda ws, studies=True, benchmarks=None, **options: build(
+        ws, studies=False, cells=cells, archive=False, **options
+    )
 
 
 def tiny_classifier(path: Path) -> Path:
@@ -355,7 +359,7 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
     assert timed["honest"] == (timed["drop_points"] <= MAX_ACCURACY_DROP_POINTS)
     assert timed["best_float"] in ("fp32 on onnxruntime", "fp32 on openvino_default")
     assert timed["vs_ort_fp32"] is not None and timed["vs_best_float"] is not None
-    assert measured["fastest"]["b256-t1"]["model"] == u8s8.id
+    assert (measured["fastest"].get("b256-t1") or {}).get("model") == (u8s8.id if timed["honest"] else None)
     text = bench_report.markdown(measured)
     assert "2 deployments could not run" in text and f"{int8.id} on {FAULTY}: failed to load" in text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ def add(sub: Any) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the report into")
     parser.add_argument(
         "--no-studies", action="store_true", help="skip the test-split protocol, calibration-size and SQNR studies"
+    )
+    parser.add_argument(
+        "--no-blame",
+        action="store_true",
+        help="do not say which layers each dropping cell loses its accuracy in (ptq explain measures one)",
     )
     parser.add_argument(
         "--benchmarks",
@@ -46,6 +52,7 @@ def add(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ptq_core import render, report
+    from ptq_core.blame_report import headlines
     from ptq_core.results import best_cell, failed_evaluations
     from ptq_core.speed import latest_benchmarks
 
@@ -61,7 +68,11 @@ def main(args: argparse.Namespace) -> int:
         results = report.merge(parts, [str(f) for f in args.merge])
     else:
         results = report.build(
-            workspace(args), studies=not args.no_studies, benchmarks=args.benchmarks or latest_benchmarks()
+            workspace(args),
+            studies=not args.no_studies,
+            benchmarks=args.benchmarks or latest_benchmarks(),
+            blame=not args.no_blame,
+            say=lambda line: print(f"ptq report: {line}", file=sys.stderr, flush=True),
         )
     paths = render.write(results, args.out)
     if args.readme:
@@ -75,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
     broken = failed_evaluations(results)
     for line in broken:
         print(f"FAILED evaluation {line}")
+    print("\n".join(headlines(results)))
     failed_checks = [c for c in results.get("checks", []) if not c["passed"] and not c["expected_failure"]]
     for c in failed_checks:  # merged ptq run reports: the exit status a single run gives
         print(f"FAILED {c['check']} {c['message']}")

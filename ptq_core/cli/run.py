@@ -122,13 +122,22 @@ def add(sub: Any) -> None:
         help="only the K-th of N parts of the cells (every N-th, from the K-th): one machine's share; "
         "`ptq report --merge` joins the N reports into the one a single run writes",
     )
+    parser.add_argument(
+        "--no-blame",
+        action="store_true",
+        help="do not say which layers a dropping cell loses its accuracy in (by default each evaluation more than "
+        "half the allowed drop below FP32, or with a collapsed class, has each conv/linear layer left alone in "
+        "float and ranked by what it regains: about one test-split evaluation per layer; cached)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from ptq_core.run import RunInputs, failures, run, summary
 
     inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache, args.output)
-    results, outcomes = run(inputs, args.out, args.max_drop, args.jobs, tuple(args.cells), shard=args.shard)
+    results, outcomes = run(
+        inputs, args.out, args.max_drop, args.jobs, tuple(args.cells), shard=args.shard, blame=not args.no_blame
+    )
     print("\n".join(summary(results, outcomes)))
     print(f"report: {args.out / 'results.md'}")
     failed = failures(outcomes)

@@ -4,6 +4,7 @@ reports the cells it ran, for ``ptq report --merge``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,17 @@ class Report:
         if where is None:
             raise pytest.UsageError("--ptq-report: not a PTQ run (the suite's tests, or pytest --ptq-onnx)")
         from ptq_core import render
+        from ptq_core.blame_report import headlines
 
-        paths = render.write(self.results(where), self.out)
-        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            "PTQ report: " + ", ".join(str(p) for p in paths)
-        )
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+        results = self.results(where, lambda line: terminal.write_line(f"PTQ report: {line}"))
+        paths = render.write(results, self.out)
+        for line in headlines(results):
+            terminal.write_line(line)
+        terminal.write_line("PTQ report: " + ", ".join(str(p) for p in paths))
 
-    def results(self, where: Any) -> dict[str, Any]:
-        from ptq_core import report
+    def results(self, where: Any, say: Callable[[str], None]) -> dict[str, Any]:
+        from ptq_core import blame_report, report
         from ptq_core.matrix import CELLS
         from ptq_core.results import collect, failed_evaluations
 
@@ -61,9 +65,10 @@ class Report:
         if run:
             results = collect(where, cells, run.max_drop, fp32_of=(where.model.name,))
             results["failed_evaluations"] = failed_evaluations(results)
+            blame_report.add(where, results, cells, say)
             return results
         if shard:
-            return report.build(where, studies=False, archive=False, cells=cells)
+            return report.build(where, studies=False, archive=False, cells=cells, say=say)
         from ptq_core.speed import latest_benchmarks
 
-        return report.build(where, benchmarks=latest_benchmarks())
+        return report.build(where, benchmarks=latest_benchmarks(), say=say)
