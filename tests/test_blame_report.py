@@ -176,3 +176,26 @@ def test_the_suites_report_blames_its_known_failure(ws, tmp_path: Path) -> None:
     assert found.disagreement > 7000 and found.ranked_on == blame.RANKED_IMAGES  # an even sample of them
     text = render.markdown(results)
     assert f"### {distribution.id} on onnxruntime" in text and format_table(found) in text
+
+
+def test_the_pytest_summary_points_to_where_each_dropping_evaluation_is_blamed() -> None:
+    from types import SimpleNamespace
+
+    from ptq_core.pytest_plugin.matrix import _point_to_the_blame
+
+    lines: list[str] = []
+    terminal = SimpleNamespace(write_line=lines.append)
+    options: dict[str, str | None] = {"ptq_report": None}
+    config = SimpleNamespace(getoption=lambda name, default=None: options.get(name, default), stash={})
+    cells = {
+        "c1": {"accuracy@onnxruntime": 0.8555, "fp32@onnxruntime": 0.8719, "accuracy@openvino": 0.871},
+        "c2": {"accuracy@onnxruntime": 0.8570, "fp32@onnxruntime": 0.8719},  # 1.49 points: within half the margin
+    }
+    _point_to_the_blame(terminal, config, cells)  # type: ignore[arg-type]
+    assert lines == [
+        "1 evaluations are more than 1.5 points below FP32 (c1 on onnxruntime): which layers lose it: `python -m "
+        "ptq_core explain CELL --runtime RT`, or --ptq-report DIR (the blame of every one, in results.md)"
+    ]
+    options["ptq_report"] = "report"  # the report's own headlines say it
+    _point_to_the_blame(terminal, config, cells)  # type: ignore[arg-type]
+    assert len(lines) == 1

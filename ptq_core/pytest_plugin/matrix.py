@@ -81,6 +81,39 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             "FAIL" if row["failed"] else "known failure" if row["xfailed"] else "skipped" if row["skipped"] else "ok"
         )
         terminalreporter.write_line(f"{cell:58} {acc_text:>40} {row['passed']:>3}/{total:<4}  {result}")
+    _point_to_the_blame(terminalreporter, config, cells)
+
+
+def _point_to_the_blame(terminalreporter: Any, config: pytest.Config, cells: dict[str, dict[str, object]]) -> None:
+    """Where to see which layers lose it, for the evaluations more than half the allowed drop below FP32 (the
+    report blames them, ``ptq_core.blame_report``; pytest only scores them)."""
+    from ptq_core.blame_report import SHARE
+    from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
+    from ptq_core.pytest_plugin.user_run import user_run
+
+    if config.getoption("ptq_report", None):
+        return  # the report's blame headlines follow
+    run = user_run(config)
+    allowed = (run.max_drop if run else MAX_ACCURACY_DROP_POINTS) * SHARE
+    dropping = [
+        f"{cell} on {key.split('@', 1)[1]}"
+        for cell, row in sorted(cells.items())
+        for key, acc in row.items()
+        if key.startswith("accuracy@")
+        and f"fp32@{key.split('@', 1)[1]}" in row
+        and (float(row[f"fp32@{key.split('@', 1)[1]}"]) - float(acc)) * 100 > allowed  # type: ignore[arg-type]
+    ]
+    if dropping:
+        how = (
+            "rerun with --ptq-report DIR"
+            if run
+            else "`python -m ptq_core explain CELL --runtime RT`, or --ptq-report DIR"
+        )
+        terminalreporter.write_line(
+            f"{len(dropping)} evaluations are more than {allowed:g} points below FP32 ({', '.join(dropping[:3])}"
+            + (", ..." if len(dropping) > 3 else "")
+            + f"): which layers lose it: {how} (the blame of every one, in results.md)"
+        )
 
 
 _PEAK_RSS = pytest.StashKey[dict]()
