@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ptq_core.stats import class_ids
+
 
 class BaselineChanged(UserWarning):
     """Predictions differ from another library stack's baseline, within tolerance or for the better."""
@@ -130,7 +132,7 @@ def write(here: Path, subject: str, data: dict[str, Any], predictions: np.ndarra
     """The predictions, then the record that makes them a baseline; each through a temporary name."""
     here.mkdir(parents=True, exist_ok=True)
     for name, write_to in (
-        (f"{subject}.npy", lambda f: np.save(f, predictions.astype(np.uint8))),
+        (f"{subject}.npy", lambda f: np.save(f, class_ids(predictions))),
         (f"{subject}.yml", lambda f: f.write(yaml.safe_dump(data, sort_keys=True).encode())),
     ):
         tmp = here / f".{name}.tmp"

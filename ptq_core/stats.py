@@ -37,6 +37,12 @@ def mcnemar_exact(reference_hits: np.ndarray, candidate_hits: np.ndarray) -> tup
     return b, c, min(1.0, 2 * tail / 2**n)  # exact integer arithmetic, correctly rounded at the end
 
 
+def class_ids(predictions: np.ndarray) -> np.ndarray:
+    """Predicted class ids in the smallest unsigned type that holds them: uint8 up to 255 (so a 10-class model's
+    digest is what it always was), uint16 past it, where uint8 would wrap class 256 onto class 0."""
+    return predictions.astype(np.min_scalar_type(int(predictions.max(initial=0))))
+
+
 def accuracy_row(
     predictions: np.ndarray, labels: np.ndarray, fp32_predictions: np.ndarray, held_out: np.ndarray
 ) -> dict[str, Any]:
@@ -59,5 +65,5 @@ def accuracy_row(
         "heldout_accuracy": float(hits[held_out].mean()) if held_out.any() else float("nan"),  # null in json
         "agreement_fp32": float((predictions == fp32_predictions).mean()),
         "per_class_accuracy": [float(hits[labels == k].mean()) for k in np.unique(labels)],
-        "predictions_sha256": hashlib.sha256(predictions.astype(np.uint8).tobytes()).hexdigest(),
+        "predictions_sha256": hashlib.sha256(class_ids(predictions).tobytes()).hexdigest(),
     }

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ptq_core.stats import mcnemar_exact, wilson_interval
+from ptq_core.stats import accuracy_row, mcnemar_exact, wilson_interval
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,20 @@ def test_mcnemar_handles_thousands_of_discordant_pairs() -> None:
     _, _, p_same = mcnemar_exact(ref, ref)
     _, _, p_worse = mcnemar_exact(ref, ref & (rng.random(10_000) < 0.95))
     assert p_same == 1.0 and p_worse < 1e-50
+
+
+def test_the_predictions_digest_tells_class_256_from_class_0() -> None:
+    labels, held_out = np.array([0, 0]), np.ones(2, bool)
+    wraps, zero = (
+        accuracy_row(np.array([0, 256]), labels, labels, held_out),
+        accuracy_row(labels, labels, labels, held_out),
+    )
+    assert wraps["predictions_sha256"] != zero["predictions_sha256"]  # as uint8, 256 would be 0: one digest
+
+
+def test_a_ten_class_digest_is_the_one_the_committed_baselines_hold() -> None:
+    import hashlib
+
+    predictions = np.arange(10)
+    row = accuracy_row(predictions, predictions, predictions, np.ones(10, bool))
+    assert row["predictions_sha256"] == hashlib.sha256(predictions.astype(np.uint8).tobytes()).hexdigest()
