@@ -65,8 +65,13 @@ def test_known_failures_name_real_cells_and_checks() -> None:
     for known in KNOWN_FAILURES:
         assert set(known.checks) <= names
         assert any(c.model in known.models and known.applies(c) for c in CELLS)
-    failing = {c.id for c in CELLS if known_failure(c, "check_accuracy_vs_fp32", "onnxruntime")}
-    assert failing == {c.id for c in CELLS if c.calibrator == "distribution"}
+    for cpu in ("avx512vnni", "amx"):  # on ONNX Runtime, only the distribution cells fail there
+        failing = {c.id for c in CELLS if known_failure(c, "check_accuracy_vs_fp32", "onnxruntime", cpu)}
+        assert failing == {c.id for c in CELLS if c.calibrator == "distribution"}
+    # without VNNI, ORT's u8s8 kernels saturate: two more, measured on the AVX2-only EPYC
+    failing = {c.id for c in CELLS if known_failure(c, "check_accuracy_vs_fp32", "onnxruntime", "avx2")}
+    saturated = {"resnet8-onnxruntime-u8s8-entropy-per_channel", "mobilenetv1-onnxruntime-u8s8-minmax-per_channel"}
+    assert failing == {c.id for c in CELLS if c.calibrator == "distribution"} | saturated
 
 
 @pytest.mark.parametrize(
