@@ -160,7 +160,8 @@ def format_table(blame: Blame) -> str:
     return "\n".join(lines)
 
 
-def _runtime(cell: Cell, runtime: str | None) -> str:
+def runtime_of(cell: Cell, runtime: str | None) -> str:
+    """``runtime``, checked to score the cell's artifacts; None: the first runtime of its format."""
     names = [r.name for r in runtimes_for(cell.backend_spec.format)]
     if runtime is None:
         return cell.runtimes[0].name
@@ -254,7 +255,7 @@ def blame(
         confirmed: how many of the top layers are scored on the whole test split.
         say: progress lines (a build per layer).
     """
-    rt, layers = _runtime(cell, runtime), _layers(ws, cell, config)
+    rt, layers = runtime_of(cell, runtime), _layers(ws, cell, config)
     is_onnx = cell.backend_spec.format == "onnx"
     if artifact is not None and not is_onnx:
         raise PTQError(f"{cell.id}: its layers are left in float by rebuilding the cell, so pass no artifact")

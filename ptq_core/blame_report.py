@@ -43,32 +43,45 @@ def dropping(results: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
                 yield row, rt
 
 
-def cached(ws: ArtifactStore, cell: Cell, runtime: str, say: Callable[[str], None]) -> dict[str, Any]:
-    """``blame.blame(ws, cell, runtime).as_json()``, measured once per artifact, runtime, test data, code and
-    library versions."""
+def cached(
+    ws: ArtifactStore,
+    cell: Cell,
+    runtime: str | None = None,
+    say: Callable[[str], None] = print,
+    artifact: Path | None = None,
+    confirmed: int | None = None,
+) -> dict[str, Any]:
+    """``blame.blame(...).as_json()``, measured once per artifact (default: the cell's), runtime, number confirmed,
+    test data, CPU kind, code and library versions."""
     from ptq_core import blame
 
-    artifact = ws.quantized(cell)
+    rt = blame.runtime_of(cell, runtime)
+    confirmed = blame.CONFIRMED if confirmed is None else confirmed
     fmt = cell.backend_spec.format
+    path = artifact or ws.quantized(cell)
     key = {
-        "artifact_sha256": sources.file_digest(artifact),
+        "artifact_sha256": sources.file_digest(path),
         "fp32_sha256": sources.file_digest(ws.fp32(fmt, cell.model)),
-        "runtime": runtime,
+        "runtime": rt,
         "data_sha256": ws.data_sha256("test"),
-        "confirmed": blame.CONFIRMED,
+        "confirmed": confirmed,
         "code": cache.code_digest((*BLAME_MODULES, f"backends/{cell.backend}")),
-        "versions": cache.library_versions(
-            {*get_runtime(runtime).libraries, "onnx", "onnxruntime", "torch", "torchao"}
-        ),
+        "versions": cache.library_versions({*get_runtime(rt).libraries, "onnx", "onnxruntime", "torch", "torchao"}),
         "cpu": cpu_capability(),  # the kernels flip different images, so the disagreement set differs
     }
 
-    def build(tmp: Path) -> None:
-        found = blame.blame(ws, cell, runtime, say=say)
-        tmp.write_text(json.dumps(found.as_json(), indent=1, sort_keys=True))
+    measured: list[bool] = []
 
-    path = cache.build_once(ws.models_dir / blame.BLAME_DIR / f"{artifact.name}.{runtime}.blame.json", key, build)
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    def build(tmp: Path) -> None:
+        found = blame.blame(ws, cell, rt, artifact=artifact, confirmed=confirmed, say=say)
+        tmp.write_text(json.dumps(found.as_json(), indent=1, sort_keys=True))
+        measured.append(True)
+
+    name = f"{path.name}.{rt}.{confirmed}.blame.json"
+    record = cache.build_once(ws.models_dir / blame.BLAME_DIR / name, key, build)
+    if not measured:
+        say(f"{cell.id} on {rt}: the blame measured before, from {record}")
+    return json.loads(record.read_text())  # type: ignore[no-any-return]
 
 
 def add(

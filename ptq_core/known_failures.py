@@ -64,8 +64,8 @@ def _ort_u8s8_saturates(c: Cell, rt: str | None) -> str:
         "this one 3.34 (83.85 %), its worst class 9.0; with its first conv (raw pixels in, [0, 255]) alone in float "
         "it regains 2.45 (ptq explain)"
         if c.model == "resnet8"
-        else "MobileNetV1's per-channel one 5.42 (80.72 %), class 0 23.2 points below FP32's; with its first conv alone "
-        "in float it regains 5.40 (ptq explain)"
+        else "MobileNetV1's per-channel one 5.42 (80.72 %), class 0 23.2 points below FP32's; with its first conv "
+        "alone in float it regains 5.40 (ptq explain)"
     )
     return (
         "measured on an AMD EPYC with AVX2 and no VNNI (onnxruntime 1.32.0): ORT's u8s8 kernels sum u8 x s8 pairs in "

@@ -57,13 +57,15 @@ def _cell(name: str) -> Any:
 
 
 def main(args: argparse.Namespace) -> None:
-    from ptq_core.blame import blame, format_table
+    from ptq_core.blame import Blame, format_table
+    from ptq_core.blame_report import cached
     from ptq_core.cache import write_atomic
 
     cell = _cell(args.cell)
     if args.confirm < 0:
         raise PTQError(f"--confirm {args.confirm}: give how many top layers to score on the test split, 0 or more")
-    found = blame(workspace(args), cell, args.runtime, confirmed=args.confirm, say=lambda s: print(s, file=sys.stderr))
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    found = Blame.from_json(cached(workspace(args), cell, args.runtime, say, confirmed=args.confirm))
     print(format_table(found))
     if args.out:
         try:
