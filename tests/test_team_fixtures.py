@@ -19,7 +19,9 @@ from ptq_core.cifar10 import Split
 from ptq_core.matrix import Cell
 
 CELL = (
-    "onnxruntime-u8s8-percentile-per_channel"  # the first conv of the others runs in f32 on OpenVINO (known_failures)
+    # the first conv of the minmax/entropy ones runs in f32 on OpenVINO (known_failures); per channel, this one loses
+    # 13.70 points on OpenVINO on an AVX2 CPU without VNNI (its first conv saturates)
+    "onnxruntime-u8s8-percentile-per_tensor"
 )
 
 CONFTEST = """\
