@@ -291,7 +291,7 @@ def blame(
     return Blame(
         cell.id,
         rt,
-        str(artifact),
+        artifact.name,  # not its folder: shards and caches elsewhere blame the same file alike
         len(test.labels),
         fp32_correct,
         cell_correct,

@@ -25,7 +25,10 @@ from ptq_core.models import MODELS
 
 pytestmark = pytest.mark.slow
 
-CELLS = ("onnxruntime-u8s8-minmax-*", "nncf-performance-fast_bias_correction-*")  # each ONNX backend's default
+# each ONNX backend's default configuration; per tensor, as MobileNetV1's per-channel u8s8 cell loses 5.44 points
+# on an AVX2 CPU without VNNI (ORT's u8s8 kernels saturate there: a known failure of the suite's own MobileNetV1,
+# and a real failure of a user's model, which these tests are not about)
+CELLS = ("onnxruntime-u8s8-minmax-per_tensor", "nncf-performance-fast_bias_correction-*")
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +166,7 @@ def test_a_calibration_file_without_labels_calibrates_apart(user_files, calib_np
     out = tmp_path / "out"
     status, text = ptq_run(
         capsys, "--onnx", user_files["onnx"], "--data", user_files["data"], "--calibration", calib_npz,
-        "--out", out, "--cache", run_cache, "--cells", "onnxruntime-u8s8-minmax-per_channel",
+        "--out", out, "--cache", run_cache, "--cells", "onnxruntime-u8s8-minmax-per_tensor",
     )  # fmt: skip
     assert status == 0, text
     results = json.loads((out / "results.json").read_text())
@@ -290,7 +293,7 @@ def test_a_failed_write_leaves_the_earlier_report_whole(
 
     out = tmp_path / "out"
     args = ("--onnx", user_files["onnx"], "--data", user_files["data"], "--out", out, "--cache", run_cache,
-            "--cells", "onnxruntime-u8s8-minmax-per_channel")  # fmt: skip
+            "--cells", "onnxruntime-u8s8-minmax-per_tensor")  # fmt: skip
     assert ptq_run(capsys, *args)[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
@@ -329,7 +332,7 @@ def test_the_pytest_plugin_runs_the_checks_from_any_folder(user_files, default_r
     command = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ptq-onnx", str(user_files["onnx"]),
         "--ptq-data", str(user_files["data"]), "--ptq-cache", str(run_cache),
-        "--ptq-cells", "onnxruntime-u8s8-minmax-per_channel",
+        "--ptq-cells", "onnxruntime-u8s8-minmax-per_tensor",
     ]  # fmt: skip
     env = {**os.environ, "PYTEST_ADDOPTS": ""}
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
