@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
+from ptq_core.known_failures import known_failure
 from ptq_core.matrix import CELLS, DEFAULT_CELLS, Cell
 from ptq_core.predictions import predictions_on_test
 from ptq_core.runtimes import as_predictor
@@ -69,8 +70,17 @@ def test_loads_standalone_in_a_fresh_process(cell: Cell, artifact: Path, test_sp
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), as_predictor(artifact)(test_split.images[:64]))
 
 
+def _known_to_drop(cells):  # type: ignore[no-untyped-def]
+    """The cells, each a strict xfail where its accuracy check is a known failure on its first runtime and this CPU
+    (MobileNetV1's u8s8 per-channel cell on AVX2 without VNNI: 5.37 points below FP32 on the held-out images)."""
+    for c in cells:
+        reason = known_failure(c, "check_accuracy_vs_fp32", c.runtimes[0].name)
+        marks = [pytest.mark.xfail(reason=reason, strict=True, raises=AssertionError)] if reason else []
+        yield pytest.param(c, id=c.id, marks=marks)
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("cell", _params(DEFAULT_CELLS))
+@pytest.mark.parametrize("cell", list(_known_to_drop(DEFAULT_CELLS)))
 def test_test_split_protocol_holds_3_points_on_held_out_images(cell: Cell, ws, test_split) -> None:
     """The seed's protocol (200 test images calibrate) is scored only on the 9,800 images it did not see."""
     config = TEST_SPLIT_PROTOCOL
