@@ -302,6 +302,20 @@ MUTATIONS = (
         '"cpu": "any",',
         ("tests/test_blame_report.py::test_a_blame_is_measured_once_per_artifact_and_runtime",),
     ),
+    Mutation(
+        "PT2E blame compares a conv before the ReLU fused into its output quantization",
+        "ptq_core/blame_pt2e.py",
+        "fused = [u for u in node.users if _op(u) in FUSED_OPS]",
+        "fused = []",
+        ("tests/test_blame.py::test_torchaos_debugger_measures_each_pt2e_layer_where_its_output_is_quantized",),
+    ),
+    Mutation(
+        "PT2E blame's weight SQNR against the int8 weights' own dequantized values",
+        "ptq_core/blame_pt2e.py",
+        "weight = float_weights[name]",
+        "weight = _attr(converted, node.args[1]).double()",
+        ("tests/test_blame.py::test_torchaos_debugger_measures_each_pt2e_layer_where_its_output_is_quantized",),
+    ),
 )
 
 

@@ -4,8 +4,9 @@ Each layer is left alone in float and ranked by the images it wins back among th
 differently (the disagreement set: every image the cell lost or gained is there, so the drop is counted on it
 exactly); the top few are then scored on the whole test split. An ONNX (QDQ) cell's layer is put back in float
 in its own graph (``blame_onnx.layer_in_float``), so a given artifact is blamed as it is; a PT2E cell's is
-rebuilt with the layer in float (``tune.candidates.build``). Beside each ONNX layer: the SQNR of its 8-bit
-output and of its weights against FP32, and the range the calibrator chose for its output against FP32's.
+rebuilt with the layer in float (``tune.candidates.build``). Beside each layer: the SQNR of its 8-bit output
+and of its weights against FP32, and the range the calibrator chose for its output against FP32's (ONNX:
+``blame_onnx``, on the artifact's own graph; PT2E: ``blame_pt2e``, through torchao's numeric debugger).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ptq_core import blame_onnx, cache, sources
+from ptq_core import blame_onnx, blame_pt2e, cache, sources
 from ptq_core.calibration import CalibrationConfig
 from ptq_core.errors import PTQError
 from ptq_core.eval import predict_scores
@@ -33,7 +34,6 @@ BLAME_DIR = "blame"  # under the models folder: the variants with one layer in f
 # on the whole test split: on a collapsed cell (7,500 disagreeing) it cuts the blame's cost by half
 RANKED_IMAGES = 1000
 CONFIRMED = 3  # layers scored on the whole test split: the ranking's top, where a wrong order would mislead
-NOT_MEASURED = "not measured"
 WIDE_RANGE = 2.0  # a calibrated range over twice what FP32 reaches wastes at least one of the 8 bits
 
 
@@ -64,7 +64,6 @@ class Blame:
     cell_correct: int
     disagreement: int  # test images FP32 and the cell classify differently
     layers: tuple[LayerBlame, ...]  # most regained first
-    not_measured: str | None = None  # why the SQNR and ranges are missing (None: measured)
     ranked_on: int | None = None  # disagreeing images the layers were ranked on (None: every one)
 
     @property
@@ -98,8 +97,6 @@ class Blame:
         if top.regained_points is not None:
             share = top.regained_points / self.drop_points
             words.append(f"leaving `{top.layer}` in float regains {top.regained_points:.2f} ({share:.0%} of the drop)")
-        if self.not_measured:
-            return "; ".join([*words, f"per-layer SQNR {NOT_MEASURED} ({self.not_measured})"])
         return "; ".join([*words, *_measured(top, sorted(self.layers, key=lambda r: r.position))])
 
 
@@ -139,7 +136,6 @@ def _span(value: tuple[float, float] | None, missing: str) -> str:
 
 def format_table(blame: Blame) -> str:
     """A markdown table of the layers, most regained first, under the headline."""
-    missing = NOT_MEASURED if blame.not_measured else "-"
     ranked = f"{blame.ranked_on} of the {blame.disagreement}" if blame.ranked_on else str(blame.disagreement)
     lines = [
         blame.headline(),
@@ -150,11 +146,11 @@ def format_table(blame: Blame) -> str:
         "|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for rank, r in enumerate(blame.layers, start=1):
-        output = missing if blame.not_measured or r.output_tensor else "float output"
+        output = "float output" if r.output_tensor is None else "-"
         lines.append(
             f"| {rank} | {r.layer} | {r.regained_images:+d} | {_number(r.regained_points, '+.2f', '-')} | "
             f"{_number(r.output_sqnr_db, '.1f', output)} | {_number(r.local_sqnr_db, '.1f', output)} | "
-            f"{_number(r.weight_sqnr_db, '.1f', missing)} | "
+            f"{_number(r.weight_sqnr_db, '.1f', '-')} | "
             f"{_span(r.calibrated_range, output)} | {_span(r.float_range, output)} |"
         )
     return "\n".join(lines)
@@ -225,6 +221,25 @@ def _onnx_facts(
     ]
 
 
+def _pt2e_facts(
+    ws: ArtifactStore, cell: Cell, config: CalibrationConfig, layers: list[LayerBlame], images: np.ndarray
+) -> list[LayerBlame]:
+    """``layers`` with what torchao's numeric debugger measures of each, on the cell calibrated again in memory."""
+    facts = blame_pt2e.layer_facts(ws.build_inputs(cell, config)[0], cell, [r.layer for r in layers], images)
+    return [
+        replace(
+            r,
+            output_tensor=(f := facts[r.layer]).output_node,
+            output_sqnr_db=f.output_sqnr_db,
+            local_sqnr_db=f.local_sqnr_db,
+            weight_sqnr_db=f.weight_sqnr_db,
+            calibrated_range=f.calibrated_range,
+            float_range=f.float_range,
+        )
+        for r in layers
+    ]
+
+
 def _below_fp32(ws: ArtifactStore, cell: Cell, artifact: Path, rt: str) -> tuple[np.ndarray, np.ndarray]:
     """FP32's and the artifact's test predictions on ``rt``; refused when the artifact is not below FP32."""
     labels = ws.split("test").labels
@@ -285,9 +300,11 @@ def blame(
     # a layer in float also changes images outside the disagreement set: among the confirmed, the test split decides
     ranked = sorted(points, key=lambda k: -points[k]) + ranked[len(points) :]
     rows = [LayerBlame(k, layers.index(k), regained[k] - base, points.get(k)) for k in ranked]
+    say(f"{cell.id}: SQNR and ranges of each layer on {min(len(disagree), MAX_IMAGES)} disagreeing images")
     if pre is not None:
-        say(f"{cell.id}: SQNR and ranges of each layer on {min(len(disagree), MAX_IMAGES)} disagreeing images")
         rows = _onnx_facts(ws, cell, artifact, pre, rows, images)
+    else:
+        rows = _pt2e_facts(ws, cell, config, rows, images[:MAX_IMAGES])
     return Blame(
         cell.id,
         rt,
@@ -297,6 +314,5 @@ def blame(
         cell_correct,
         len(everywhere),
         tuple(rows),
-        None if is_onnx else f"for {cell.backend_spec.format} artifacts",
         len(disagree) if len(disagree) < len(everywhere) else None,
     )

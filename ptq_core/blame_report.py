@@ -20,7 +20,7 @@ from ptq_core.runtimes import get_runtime
 from ptq_core.workspace import ArtifactStore
 
 SHARE = 0.5  # of the allowed drop: a cell that spends over half its margin is explained before it fails
-BLAME_MODULES = ("blame", "blame_onnx", "sqnr", "calibration", "tune/candidates", *EVAL_MODULES)
+BLAME_MODULES = ("blame", "blame_onnx", "blame_pt2e", "sqnr", "calibration", "tune/candidates", *EVAL_MODULES)
 NOT_BLAMED = "not_blamed"
 
 

@@ -17,9 +17,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from ptq_core import blame_onnx, cli
+from ptq_core import blame_onnx, blame_pt2e, cli
 from ptq_core.backends import pytorch as pytorch_backend
-from ptq_core.blame import NOT_MEASURED, Blame, LayerBlame, blame, format_table
+from ptq_core.blame import Blame, LayerBlame, blame, format_table
 from ptq_core.blame_onnx import layer_in_float, preprocess
 from ptq_core.blame_report import cached
 from ptq_core.errors import PTQError
@@ -167,9 +167,9 @@ def test_explain_refuses_an_unknown_cell(capsys) -> None:  # type: ignore[no-unt
     assert "no cell resnet8-onnxruntime-u8s8-minmax: cells are named like" in capsys.readouterr().err
 
 
-def _record(top: LayerBlame, not_measured: str | None = None) -> Blame:
+def _record(top: LayerBlame) -> Blame:
     first = LayerBlame("first", 0, 10, 0.05, "a", 30.0, 30.0, 40.0, (0.0, 5.0), (0.0, 5.0))
-    return Blame("cell", "onnxruntime", "a.onnx", 10_000, 8719, 8619, 400, (top, first), not_measured)
+    return Blame("cell", "onnxruntime", "a.onnx", 10_000, 8719, 8619, 400, (top, first))
 
 
 @pytest.mark.parametrize(
@@ -195,12 +195,12 @@ def test_headline_is_quiet_where_nothing_stands_out() -> None:
     assert "range" not in line and "weight" not in line, line
 
 
-def test_unmeasured_sqnr_is_said_not_faked() -> None:
-    record = _record(LayerBlame("top", 1, 90, 0.6), not_measured="for pt2 artifacts")
-    assert record.headline().endswith("per-layer SQNR not measured (for pt2 artifacts)")
-    assert "| 1 | top | +90 | +0.60 | not measured | not measured | not measured | not measured |" in format_table(
-        record
-    )
+def test_a_float_output_is_said_not_given_numbers() -> None:
+    record = _record(LayerBlame("top", 1, 90, 0.6, weight_sqnr_db=41.0))
+    said = "leaving `top` in float regains 0.60 (60% of the drop); its output is not quantized"
+    assert record.headline().endswith(said)
+    row = "| 1 | top | +90 | +0.60 | float output | float output | 41.0 | float output | float output |"
+    assert row in format_table(record)
 
 
 PT2E_CELL = Cell("pytorch", "uint8")
@@ -234,7 +234,31 @@ def test_blame_finds_the_spoiled_layer_of_a_pt2e_cell(ws, tmp_path: Path, monkey
     assert top.layer == PT2E_SPOILED, format_table(found)
     assert found.drop_points > 3.0 and top.regained_points is not None
     assert top.regained_points > found.drop_points / 2, format_table(found)
-    assert found.headline().endswith(f"per-layer SQNR {NOT_MEASURED} (for pt2 artifacts)")
+    assert "its weight SQNR is" in found.headline(), found.headline()
+
+
+def test_torchaos_debugger_measures_each_pt2e_layer_where_its_output_is_quantized(ws, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(
+        pytorch_backend, "build_quantizer", _three_bit_weights_for(PT2E_SPOILED, pytorch_backend.build_quantizer)
+    )
+    inputs = ws.build_inputs(PT2E_CELL)[0]
+    layers = list(pytorch_backend.weight_layers(inputs))
+    facts = blame_pt2e.layer_facts(inputs, PT2E_CELL, layers, ws.split("test").images[:64])
+    assert list(facts) == layers
+    # the batch norms are folded into the convs: each conv is compared after the ReLU (or residual add) fused into
+    # its output quantization, which FP32 computes too; fc's output, the scores, stays float
+    assert facts["conv"].output_node == "relu" and facts["stack1.conv2"].output_node == "relu_2"
+    assert facts["fc"].output_node is None and facts["fc"].calibrated_range is None
+    spoiled = facts.pop(PT2E_SPOILED)
+    assert spoiled.weight_sqnr_db < 20 < 30 < min(f.weight_sqnr_db for f in facts.values()), facts
+    for name, f in facts.items():
+        if f.output_node is None:
+            continue
+        assert f.calibrated_range is not None and f.float_range is not None
+        assert f.output_sqnr_db is not None and f.local_sqnr_db is not None
+        assert 0 < f.output_sqnr_db < f.local_sqnr_db, (name, f)  # end to end carries every earlier layer's error
+        if f.output_node.startswith("relu"):
+            assert f.calibrated_range[0] == 0.0 and f.float_range[0] >= 0.0, (name, f)
 
 
 def _conv_then(op: str) -> onnx.GraphProto:

@@ -187,6 +187,45 @@ def test_a_cell_beyond_max_drop_exits_1_naming_it(user_files, default_run, run_c
     assert "FAILED check_accuracy_vs_fp32 mobilenet_nchw-onnxruntime-u8s8-minmax-per_tensor on onnxruntime" in text
 
 
+@pytest.mark.e2e
+def test_explain_blames_a_user_models_cell_as_ptq_run_named_and_scored_it(
+    default_run, user_files, run_cache, capsys
+) -> None:
+    _, _, out = default_run
+    rows = json.loads((out / "results.json").read_text())["cells"]
+    row = next(r for r in rows if r["cell"] == f"mobilenet_nchw-{CELLS[0]}")
+    args = ["--model", user_files["onnx"], "--data", user_files["data"], "--cache", run_cache, "--confirm", "0"]
+    try:
+        status = cli.main(["explain", CELLS[0], *map(str, args)])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    printed = capsys.readouterr()
+    drop = -row["runtimes"]["onnxruntime"]["delta_points"]
+    if drop <= 0:  # the blame needs images the cell lost: a cell as good as FP32 is refused, as ptq run scored it
+        assert status == 2 and "it does not drop, so there is nothing to blame" in printed.err, printed.err
+        return
+    assert not status, printed.err
+    assert printed.out.startswith(f"{row['cell']} is {drop:.2f} points below FP32 on onnxruntime"), printed.out
+    layers = [line.split(" | ")[1] for line in printed.out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(layers[1:]) == 20 and all(name.startswith("node_") for name in layers[1:]), layers  # the exporter's
+
+
+def test_explain_takes_data_only_with_a_model(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", "resnet8-onnxruntime-u8s8-minmax-per_tensor", "--data", str(_data(tmp_path / "x.npz"))])
+    assert exit_.value.code == 2
+    assert "--data, --calibration, --cache and --output go with --model MODEL" in capsys.readouterr().err
+
+
+def test_explain_names_a_user_models_cells_when_one_is_unknown(tmp_path, capsys) -> None:
+    model, data = _tiny_onnx(tmp_path / "m.onnx"), _data(tmp_path / "x.npz")
+    args = ["--model", model, "--data", data, "--cache", tmp_path / "cache", "--samples", 9]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", "onnxruntime-u8s8-*", *map(str, args)])
+    assert exit_.value.code == 2
+    assert "m has no cell onnxruntime-u8s8-*: its cells are named like onnxruntime-" in capsys.readouterr().err
+
+
 def _tiny_onnx(path: Path, batch: int | str = "N", reduce_to_2d: bool = True) -> Path:
     """A (batch, 3, 32, 32) -> (batch, 3) model (mean per channel), or (batch, 3, 1, 1) without the flatten."""
     nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1, axes=[2, 3])]

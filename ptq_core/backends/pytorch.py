@@ -119,23 +119,40 @@ def build_quantizer(cell: Any, float_layers: tuple[str, ...] = ()) -> Any:
     return quantizer
 
 
-def quantize(inputs: BuildInputs, cell: Any, out: Path, float_layers: tuple[str, ...] = ()) -> None:
-    """Quantize the FP32 module statically for ``cell``, calibrated on the images, and save it to ``out``;
-    the modules named in ``float_layers`` stay in float."""
+def exported(inputs: BuildInputs, cell: Any) -> Any:
+    """The FP32 module as torch.export gives it, with a dynamic batch: the graph the quantizer annotates."""
     import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from ptq_core.formats import pt2
 
-    model = cell.model_spec
-    graph = torch.export.export(
-        inputs.module().eval(), (pt2.example_batch(model, 2),), dynamic_shapes=pt2.dynamic_batch()
-    ).module()
+    batch = pt2.example_batch(cell.model_spec, 2)
+    return torch.export.export(inputs.module().eval(), (batch,), dynamic_shapes=pt2.dynamic_batch()).module()
+
+
+def calibrated(graph: Any, inputs: BuildInputs, cell: Any, float_layers: tuple[str, ...] = ()) -> Any:
+    """``graph`` (``exported``; changed in place) prepared for the cell, its conv-BN pairs folded, and calibrated
+    on the images: ``convert_pt2e`` makes it 8-bit."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
     prepared = prepare_pt2e(graph, build_quantizer(cell, float_layers))
     images = np.array(inputs.images, dtype=np.float32)  # a writable copy: torch.from_numpy shares its memory
     with torch.no_grad():
         for start in range(0, len(images), CALIB_BATCH):
             prepared(torch.from_numpy(images[start : start + CALIB_BATCH]))
+    return prepared
+
+
+def quantize(inputs: BuildInputs, cell: Any, out: Path, float_layers: tuple[str, ...] = ()) -> None:
+    """Quantize the FP32 module statically for ``cell``, calibrated on the images, and save it to ``out``;
+    the modules named in ``float_layers`` stay in float."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from ptq_core.formats import pt2
+
+    model = cell.model_spec
+    prepared = calibrated(exported(inputs, cell), inputs, cell, float_layers)
     converted = convert_pt2e(prepared)
     _drop_unused_float_weights(converted)
     program = torch.export.export(converted, (pt2.example_batch(model, 2),), dynamic_shapes=pt2.dynamic_batch())

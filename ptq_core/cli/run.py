@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ptq_core.backends import BACKENDS
-from ptq_core.calibration import CalibrationConfig
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
-from ptq_core.cli.common import OUTPUT_HELP
-from ptq_core.options import SEED, max_drop_points, shard, whole_number
-from ptq_core.user import DEFAULT_SAMPLES
+from ptq_core.cli.common import user_model_args
+from ptq_core.options import max_drop_points, shard, whole_number
 
 NAME = "run"
 EXAMPLE = """python -m ptq_core run --model my_model.onnx --data test.npz --out my_report/
@@ -34,8 +32,8 @@ example, a PyTorch classifier exported with a dynamic batch and its test images 
 
 
 def add(sub: Any) -> None:
-    """``ptq run``'s options, one declaration each (long because the command has eleven, read top to bottom)."""
-    seed = CalibrationConfig().seed
+    """``ptq run``'s options: the user's model and data (``user_model_args``, shared with ``ptq explain``), then
+    the run's own."""
     parser = sub.add_parser(
         NAME,
         help="quantize YOUR classifier (.onnx or .pt2) with every cell that takes it, check and score each",
@@ -50,32 +48,7 @@ def add(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model",
-        "--onnx",
-        dest="onnx",
-        required=True,
-        type=Path,
-        metavar="MODEL",
-        help="the FP32 classifier: an ONNX file, or a torch.export archive (.pt2, exported with a dynamic batch), "
-        "which every PT2E cell quantizes and whose ONNX export every ONNX cell quantizes",
-    )
-    parser.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        metavar="DATA",
-        help="`images` exactly as the model's input takes them (layout, dtype, range) and `labels` (class ids): "
-        "they score every model. An .npz (read whole), or images.npy with labels.npy beside it, or a folder of "
-        "shards (.npz files, or images-K.npy + labels-K.npy pairs): read batch by batch, so any size fits",
-    )
-    parser.add_argument(
-        "--calibration",
-        type=Path,
-        metavar="CALIB",
-        help="`images` (and optionally `labels`, to stratify) to calibrate from, in any form --data takes; "
-        "default: a stratified subset of --data, reported as such",
-    )
+    user_model_args(parser)
     parser.add_argument(
         "--max-drop",
         type=max_drop_points,
@@ -86,13 +59,6 @@ def add(sub: Any) -> None:
     parser.add_argument(
         "--out", required=True, type=Path, metavar="DIR", help="report folder (new, or an earlier run's)"
     )
-    parser.add_argument(
-        "--samples",
-        type=whole_number("--samples", 1, f"a number of calibration images >= 1 (default {DEFAULT_SAMPLES})"),
-        default=DEFAULT_SAMPLES,
-        help=f"calibration images, stratified when labelled (default {DEFAULT_SAMPLES})",
-    )
-    parser.add_argument("--seed", type=SEED, default=seed, help=f"calibration sampling seed (default {seed})")
     parser.add_argument(
         "--jobs",
         type=whole_number("--jobs", 1, "a number of parallel builds >= 1 (e.g. 2)"),
@@ -107,13 +73,6 @@ def add(sub: Any) -> None:
         metavar="PATTERN",
         help="only the cells matching a pattern, e.g. 'onnxruntime-u8s8-*' 'nncf-*' (default: all)",
     )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        metavar="DIR",
-        help="where built models and predictions are kept (default $PTQ_CACHE_DIR/run, ~/.cache/ptq-suite/run)",
-    )
-    parser.add_argument("--output", metavar="NAME", help=OUTPUT_HELP)
     parser.add_argument(
         "--shard",
         type=shard,
@@ -132,9 +91,10 @@ def add(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ptq_core.run import RunInputs, failures, run, summary
+    from ptq_core.cli.common import user_store
+    from ptq_core.run import failures, run, summary
 
-    inputs = RunInputs(args.onnx, args.data, args.calibration, args.samples, args.seed, args.cache, args.output)
+    inputs = user_store(args)
     results, outcomes = run(
         inputs, args.out, args.max_drop, args.jobs, tuple(args.cells), shard=args.shard, blame=not args.no_blame
     )
