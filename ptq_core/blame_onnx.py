@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ptq_core.errors import PTQError
-from ptq_core.formats.onnx import INPUT_NAME
+from ptq_core.formats.onnx import input_name
 
 CLAMP_OPS = ("Relu",)  # what the QDQ quantizer folds into a conv's output quantization, as far as handled here
 BATCH = 256
@@ -185,7 +185,7 @@ def float_ranges(fp32_pre: Path, tensors: list[str], images: np.ndarray) -> dict
 
     if not tensors:
         return {}
-    model = onnx.load(str(fp32_pre))
+    model, name = onnx.load(str(fp32_pre)), input_name(fp32_pre)
     model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in tensors)
     with tempfile.TemporaryDirectory(prefix="ptq_blame_") as tmp:
         path = Path(tmp) / "fp32_outputs.onnx"
@@ -193,7 +193,7 @@ def float_ranges(fp32_pre: Path, tensors: list[str], images: np.ndarray) -> dict
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         lows, highs = np.full(len(tensors), np.inf), np.full(len(tensors), -np.inf)
         for start in range(0, len(images), BATCH):
-            batch = {INPUT_NAME: np.ascontiguousarray(images[start : start + BATCH], dtype=np.float32)}
+            batch = {name: np.ascontiguousarray(images[start : start + BATCH], dtype=np.float32)}
             for i, value in enumerate(session.run(tensors, batch)):
                 lows[i], highs[i] = min(lows[i], float(value.min())), max(highs[i], float(value.max()))
     return {t: (float(lo), float(hi)) for t, lo, hi in zip(tensors, lows, highs, strict=True)}
@@ -233,7 +233,7 @@ def local_sqnr(qdq_onnx: Path, fp32_pre: Path, layers: list[str], images: np.nda
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     signal, noise = dict.fromkeys(pairs, 0.0), dict.fromkeys(pairs, 0.0)
     for start in range(0, len(images), BATCH):
-        batch = {INPUT_NAME: np.ascontiguousarray(images[start : start + BATCH], dtype=np.float32)}
+        batch = {model.graph.input[0].name: np.ascontiguousarray(images[start : start + BATCH], dtype=np.float32)}
         values = dict(zip(names, session.run(names, batch), strict=True))
         for layer, (before, after) in pairs.items():
             ref = values[before].astype(np.float64)

@@ -19,8 +19,6 @@ from onnxruntime.quantization.qdq_loss_debug import (
 )
 
 from ptq_core.errors import PTQError
-from ptq_core.formats.onnx import INPUT_NAME
-from ptq_core.resnet8 import INPUT_SHAPE
 
 BATCH = 64
 MAX_IMAGES = 1024  # every activation of every image is held in memory: ~2.3 MB an image, both models
@@ -34,30 +32,37 @@ class TensorSQNR:
 
 
 class _Batches(CalibrationDataReader):
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, name: str, images: np.ndarray) -> None:
+        self._name = name
         self._it: Iterator[np.ndarray] = iter(np.split(images, range(BATCH, len(images), BATCH)))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._it, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        return None if batch is None else {self._name: batch}
 
 
-def _check(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> np.ndarray:
+def _check(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> tuple[str, np.ndarray]:
+    """The FP32 model's input name, and ``images`` checked against its input as float32."""
     for what, path in (("FP32", fp32_onnx), ("QDQ", qdq_onnx)):
         if not Path(path).is_file():
             raise PTQError(f"{what} ONNX model {path} not found: pass ws.fp32('onnx') and ws.quantized(cell)")
+    graph_input = onnx.load(str(fp32_onnx), load_external_data=False).graph.input[0]
+    dims = tuple(d.dim_value or None for d in graph_input.type.tensor_type.shape.dim)[1:]
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE or not 1 <= len(images) <= MAX_IMAGES:
+    fits = images.ndim == len(dims) + 1 and all(d in (None, n) for d, n in zip(dims, images.shape[1:], strict=True))
+    if not fits or not 1 <= len(images) <= MAX_IMAGES:
+        shape = ", ".join(["N", *(str(d or "?") for d in dims)])
         raise PTQError(
-            f"images must be (N, {', '.join(map(str, INPUT_SHAPE))}) with 1 <= N <= {MAX_IMAGES}, "
-            f"got {images.shape}: pass a few hundred test images, e.g. ws.split('test').images[:256]"
+            f"images must be ({shape}) as {fp32_onnx.name}'s input {graph_input.name!r} takes them, with "
+            f"1 <= N <= {MAX_IMAGES}, got {images.shape}: pass a few hundred test images, e.g. "
+            "ws.split('test').images[:256]"
         )
-    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 255:
-        raise PTQError("images must be raw pixels in [0, 255] like the model input: pass ws.split('test').images")
-    return np.ascontiguousarray(images, dtype=np.float32)
+    if not np.isfinite(images).all():
+        raise PTQError("images must be finite: pass images as the model's input takes them, ws.split('test').images")
+    return graph_input.name, np.ascontiguousarray(images, dtype=np.float32)
 
 
-def _activations(model: Path, images: np.ndarray, workdir: Path) -> dict[str, list[np.ndarray]]:
+def _activations(model: Path, name: str, images: np.ndarray, workdir: Path) -> dict[str, list[np.ndarray]]:
     """Every float tensor of ``model`` on ``images``: name -> one flattened array a batch."""
     augmented = workdir / f"{model.stem}_augmented.onnx"
     # ORT writes <model>-inferred.onnx beside the model and deletes it: not in the shared cache, where another
@@ -67,7 +72,7 @@ def _activations(model: Path, images: np.ndarray, workdir: Path) -> dict[str, li
         shutil.copyfile(model, local)
     try:
         modify_model_output_intermediate_tensors(str(local), str(augmented))
-        acts: dict[str, list[np.ndarray]] = collect_activations(str(augmented), _Batches(images))
+        acts: dict[str, list[np.ndarray]] = collect_activations(str(augmented), _Batches(name, images))
     except Exception as e:  # protobuf, onnx and ORT's own exception types share no base below Exception
         raise PTQError(f"cannot run ONNX model {model} ({e}): rebuild it (ptq prepare / quantize)") from e
     return acts
@@ -78,7 +83,7 @@ def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list
     returns, against the FP32 model's tensor of the same name, both run on ``images``; in the FP32 graph's
     order. The error is end to end: it includes what every earlier layer lost. ORT's graph optimisations are
     off, as in qdq_loss_debug."""
-    pixels = _check(fp32_onnx, qdq_onnx, images)
+    name, pixels = _check(Path(fp32_onnx), Path(qdq_onnx), images)
     with tempfile.TemporaryDirectory(prefix="ptq_sqnr_") as tmp:
         # quantize_onnx quantized a pre-processed copy; the same pre-processing gives the same tensor names
         pre = Path(tmp) / "fp32_pre.onnx"
@@ -87,8 +92,8 @@ def activation_sqnr(fp32_onnx: Path, qdq_onnx: Path, images: np.ndarray) -> list
         except Exception as e:  # shape inference and ORT's optimizer raise anything
             raise PTQError(f"cannot pre-process FP32 model {fp32_onnx} ({e}): pass ws.fp32_onnx()") from e
         graph = onnx.load(str(pre)).graph
-        float_acts = _activations(pre, pixels, Path(tmp))
-        qdq_acts = _activations(Path(qdq_onnx), pixels, Path(tmp))
+        float_acts = _activations(pre, name, pixels, Path(tmp))
+        qdq_acts = _activations(Path(qdq_onnx), name, pixels, Path(tmp))
         matching = create_activation_matching(qdq_acts, float_acts)
     if not matching:
         raise PTQError(

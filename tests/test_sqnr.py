@@ -117,10 +117,9 @@ def test_fp32_model_as_the_quantized_one_is_refused(fp32_onnx: Path, images: np.
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (np.zeros((4, 3, 32, 32), np.uint8), r"images must be \(N, 32, 32, 3\)"),
+        (np.zeros((4, 3, 32, 32), np.uint8), r"images must be \(N, 32, 32, 3\) as .*'s input 'input' takes them"),
         (np.zeros((0, 32, 32, 3), np.uint8), r"images must be \(N, 32, 32, 3\)"),
-        (np.full((2, 32, 32, 3), 300.0, np.float32), r"raw pixels in \[0, 255\]"),
-        (np.full((2, 32, 32, 3), np.nan, np.float32), r"raw pixels in \[0, 255\]"),
+        (np.full((2, 32, 32, 3), np.nan, np.float32), r"images must be finite"),
     ],
 )
 def test_bad_images_are_named(fp32_onnx: Path, qdq: Path, bad: np.ndarray, message: str) -> None:
