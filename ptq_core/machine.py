@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -9,12 +10,17 @@ from ptq_core import cache
 
 
 def cpu_flags() -> list[str]:
+    return list(_flags())
+
+
+@functools.cache  # read once a process: collection asks for every cell's known failures (6,000 times)
+def _flags() -> tuple[str, ...]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
+        return ()
     line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    return sorted(f for f in line.split(":")[-1].split() if f.startswith(("avx", "amx", "fma", "sse4")))
+    return tuple(sorted(f for f in line.split(":")[-1].split() if f.startswith(("avx", "amx", "fma", "sse4"))))
 
 
 def cpu_capability() -> str:

@@ -206,6 +206,7 @@ def test_explain_blames_a_user_models_cell_as_ptq_run_named_and_scored_it(
         return
     assert not status, printed.err
     assert printed.out.startswith(f"{row['cell']} is {drop:.2f} points below FP32 on onnxruntime"), printed.out
+    assert "its output quantization alone has" in printed.out  # measured on the model's own input, pixel_values
     layers = [line.split(" | ")[1] for line in printed.out.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(layers[1:]) == 20 and all(name.startswith("node_") for name in layers[1:]), layers  # the exporter's
 
