@@ -173,7 +173,10 @@ def _layers(ws: ArtifactStore, cell: Cell, config: CalibrationConfig) -> tuple[s
             f"{cell.id}: backend {cell.backend} declares no mixed precision (Backend.mixed_precision), so no layer "
             "of it can be left in float; blame a cell of another backend, or declare its layers"
         )
-    return mixed.layers(ws.build_inputs(cell, config)[0])
+    layers = mixed.layers(ws.build_inputs(cell, config)[0])
+    if not layers:
+        raise PTQError(f"{cell.id}: its model has no conv or linear layer to leave in float, so none can be blamed")
+    return layers
 
 
 def _quiet(_: str) -> None:

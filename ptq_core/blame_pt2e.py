@@ -11,18 +11,16 @@ into it, which the FP32 graph computes too; a conv compared before its batch nor
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ptq_core.backends import BuildInputs
-from ptq_core.backends.pytorch import calibrated, exported
+from ptq_core.backends.pytorch import calibrated, exported, op_name, weight_nodes
 
 BATCH = 64  # the debugger's loggers hold every node's output of a batch, for both graphs
 FUSED_OPS = ("relu", "add")  # what X86InductorQuantizer fuses between a conv and its output quantization
-WEIGHT_OPS = ("conv2d", "linear")
 
 
 @dataclass(frozen=True)
@@ -33,21 +31,6 @@ class LayerFacts:
     weight_sqnr_db: float  # the folded float weights against the int8 ones dequantized
     calibrated_range: tuple[float, float] | None
     float_range: tuple[float, float] | None  # what FP32's output reaches on the images
-
-
-def _op(node: Any) -> str:
-    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
-
-
-def _layer_name(node: Any) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    return str(list(stack.values())[-1][0]) if stack else node.name
-
-
-def _weight_nodes(graph_module: Any) -> Iterator[tuple[str, Any]]:
-    for node in graph_module.graph.nodes:
-        if node.op == "call_function" and _op(node) in WEIGHT_OPS:
-            yield _layer_name(node), node
 
 
 def _attr(graph_module: Any, node: Any) -> Any:
@@ -66,10 +49,10 @@ def _attr(graph_module: Any, node: Any) -> Any:
 def _output_quantization(node: Any) -> Any | None:
     """The quantize node on the output of ``node``'s fused chain (conv, then ReLU / add), if any."""
     while True:
-        quant = [u for u in node.users if _op(u) == "quantize_per_tensor"]
+        quant = [u for u in node.users if op_name(u) == "quantize_per_tensor"]
         if quant:
             return quant[0]
-        fused = [u for u in node.users if _op(u) in FUSED_OPS]
+        fused = [u for u in node.users if op_name(u) in FUSED_OPS]
         if len(fused) != 1:
             return None
         node = fused[0]
@@ -96,10 +79,10 @@ def layer_facts(inputs: BuildInputs, cell: Any, layers: list[str], images: np.nd
     fp32 = exported(inputs, cell)
     reference = with_loggers(fp32)  # a copy: calibrated() folds the batch norms of fp32 in place
     prepared = calibrated(fp32, inputs, cell)
-    float_weights = {name: _attr(prepared, node.args[1]).detach().double() for name, node in _weight_nodes(prepared)}
+    float_weights = {name: _attr(prepared, node.args[1]).detach().double() for name, node in weight_nodes(prepared)}
     converted = convert_pt2e(copy.deepcopy(prepared))
     quantized = with_loggers(converted)
-    found = {name: node for name, node in _weight_nodes(converted) if name in layers}
+    found = {name: node for name, node in weight_nodes(converted) if name in layers}
     outputs = {name: _output_quantization(node) for name, node in found.items()}
     watched = {q.args[0].name: (name, q) for name, q in outputs.items() if q is not None}
     signal, noise, local_signal, local_noise = (dict.fromkeys(watched, 0.0) for _ in range(4))

@@ -227,6 +227,15 @@ def test_explain_names_a_user_models_cells_when_one_is_unknown(tmp_path, capsys)
     assert "m has no cell onnxruntime-u8s8-*: its cells are named like onnxruntime-" in capsys.readouterr().err
 
 
+def test_explain_refuses_a_model_without_a_layer_to_leave_in_float(tmp_path, capsys) -> None:
+    model, data = _tiny_onnx(tmp_path / "m.onnx"), _data(tmp_path / "x.npz")  # a mean per channel: no conv
+    args = ["--model", model, "--data", data, "--cache", tmp_path / "cache", "--samples", 9]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", "onnxruntime-u8s8-minmax-per_tensor", *map(str, args)])
+    assert exit_.value.code == 2
+    assert "its model has no conv or linear layer to leave in float" in capsys.readouterr().err
+
+
 def _tiny_onnx(path: Path, batch: int | str = "N", reduce_to_2d: bool = True) -> Path:
     """A (batch, 3, 32, 32) -> (batch, 3) model (mean per channel), or (batch, 3, 1, 1) without the flatten."""
     nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1, axes=[2, 3])]

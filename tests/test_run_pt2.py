@@ -138,3 +138,23 @@ def test_the_brightest_channel_model_classifies_its_data() -> None:
     with torch.no_grad():
         predicted = BrightestChannel().eval()(torch.from_numpy(images)).argmax(1).numpy()
     assert (predicted == labels).mean() == 1.0
+
+
+def test_an_archives_layers_are_named_as_its_module_named_them_and_each_can_stay_float(tmp_path) -> None:
+    # an archive's module is a plain GraphModule, with no nn.Conv2d for named_modules() to find: its layers are
+    # read from the graph's nodes, and the quantizer leaves the one named in float (ptq tune's mixed precision,
+    # the blame's revert-one-layer builds)
+    from ptq_core.backends import BACKENDS
+    from ptq_core.backends.pytorch import weight_layers
+    from ptq_core.formats import pt2
+    from ptq_core.run import RunInputs
+
+    model, data = _archive(tmp_path / "brightest.pt2"), tiny_data(tmp_path / "data.npz")
+    store = RunInputs(model, data, cache_dir=tmp_path / "cache").open()
+    cell = next(c for c in store.cells() if c.id.endswith(CELLS[0]))
+    inputs = store.build_inputs(cell)[0]
+    assert weight_layers(inputs) == ("conv1", "conv2", "conv3", "fc")
+    out = tmp_path / "conv2-in-float.pt2"
+    BACKENDS["pytorch"].quantize(inputs, cell, out, float_layers=("conv2",))  # refuses a count that is off
+    found = pt2.inspect(out)
+    assert (found.weight_ops, found.quantized_weight_ops) == (4, 3)

@@ -9,6 +9,7 @@ quantizer's per-module config (``float_layers``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,37 @@ PERCENTILE = 99.99  # percentile calibrator: activation range = [100 - p, p] per
 _OBSERVER_EPS = 2**-12  # as in get_default_x86_inductor_quantization_config
 
 
+WEIGHT_OPS = ("conv2d", "linear")
+
+
+def op_name(node: Any) -> str:
+    """A graph node's op without its namespace and overload: ``conv2d`` for ``aten.conv2d.default``."""
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
+
+
+def layer_name(node: Any) -> str:
+    """The module a graph node was traced from, as ``named_modules()`` names it (the quantizer matches these)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else node.name
+
+
+def weight_nodes(graph_module: Any) -> Iterator[tuple[str, Any]]:
+    """(layer name, node) of each conv and linear op of a traced graph."""
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and op_name(node) in WEIGHT_OPS:
+            yield layer_name(node), node
+
+
 def weight_layers(inputs: BuildInputs) -> tuple[str, ...]:
     """The names of the FP32 module's conv and linear layers: what mixed precision may leave in float."""
     import torch
 
     module = inputs.module()
-    return tuple(n for n, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    names = tuple(n for n, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    if names or not isinstance(module, torch.fx.GraphModule):
+        return names
+    # a torch.export archive's module holds no nn.Conv2d, but each node of its graph names the module it came from
+    return tuple(dict.fromkeys(name for name, _ in weight_nodes(module)))
 
 
 BACKEND = Backend(
