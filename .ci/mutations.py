@@ -303,6 +303,13 @@ MUTATIONS = (
         ("tests/test_blame_report.py::test_a_blame_is_measured_once_per_artifact_and_runtime",),
     ),
     Mutation(
+        "ptq report blames with --no-blame",
+        "ptq_core/cli/report.py",
+        "blame=not args.no_blame,",
+        "blame=True,",
+        ("tests/test_failures_are_results.py::test_ptq_report_marks_the_failed_evaluations_and_scores_the_rest",),
+    ),
+    Mutation(
         "PT2E blame compares a conv before the ReLU fused into its output quantization",
         "ptq_core/blame_pt2e.py",
         "fused = [u for u in node.users if _op(u) in FUSED_OPS]",
