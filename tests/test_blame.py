@@ -195,6 +195,21 @@ def test_headline_is_quiet_where_nothing_stands_out() -> None:
     assert "range" not in line and "weight" not in line, line
 
 
+def test_a_top_layer_whose_measurements_do_not_stand_out_is_said_to_lose_elsewhere() -> None:
+    # its own quantization (35 dB) above the other layer's (30 dB), weights as good, range within FP32's and not wide
+    line = _record(LayerBlame("top", 1, 90, 0.6, "t", 20.0, 35.0, 45.0, (0.0, 7.0), (0.0, 7.0))).headline()
+    assert line.endswith(
+        "none of its SQNR or ranges stands out: what it loses is in how the runtime computes it "
+        "(an integer sum that saturates), or in how much the layers after it amplify its error"
+    ), line
+    for stands_out in (
+        LayerBlame("top", 1, 90, 0.6, "t", 20.0, 25.0, 45.0, (0.0, 7.0), (0.0, 7.0)),  # the lowest own SQNR
+        LayerBlame("top", 1, 90, 0.6, "t", 20.0, 35.0, 20.0, (0.0, 7.0), (0.0, 7.0)),  # the lowest weight SQNR
+        LayerBlame("top", 1, 90, 0.6, "t", 20.0, 35.0, 45.0, (0.0, 5.0), (0.0, 7.0)),  # a clipped range
+    ):
+        assert "stands out" not in _record(stands_out).headline()
+
+
 def test_a_float_output_is_said_not_given_numbers() -> None:
     record = _record(LayerBlame("top", 1, 90, 0.6, weight_sqnr_db=41.0))
     said = "leaving `top` in float regains 0.60 (60% of the drop); its output is not quantized"
