@@ -312,7 +312,7 @@ MUTATIONS = (
     Mutation(
         "PT2E blame compares a conv before the ReLU fused into its output quantization",
         "ptq_core/blame_pt2e.py",
-        "fused = [u for u in node.users if _op(u) in FUSED_OPS]",
+        "fused = [u for u in node.users if op_name(u) in FUSED_OPS]",
         "fused = []",
         ("tests/test_blame.py::test_torchaos_debugger_measures_each_pt2e_layer_where_its_output_is_quantized",),
     ),
