@@ -183,15 +183,22 @@ MUTATIONS = (
     Mutation(
         "output shape: only the batch size compared",
         "ptq_core/checks.py",
-        "if scores.shape != (batch, model.num_classes):",
-        "if scores.shape[0] != batch:",
+        "if shape != (batch, classes):",
+        "if shape[0] != batch:",
         (f"{REFUSE}::test_output_shape_refuses_a_model_answering_another_number_of_classes",),
+    ),
+    Mutation(
+        "output shape: no batch of 1 asked",
+        "ptq_core/eval.py",
+        "shapes = {len(images[:n]): _scores(predict, images[:n], n).shape for n in (1, batch_size)}",
+        "shapes = {len(images[:n]): _scores(predict, images[:n], n).shape for n in (batch_size,)}",
+        (f"{REFUSE}::test_output_shape_refuses_a_model_that_answers_only_a_full_batch",),
     ),
     Mutation(
         "output shape: probabilities not compared",
         "ptq_core/checks.py",
-        "if np.allclose(fp32_sums, 1.0, atol=1e-5):  # FP32 returns float probabilities: so must the 8-bit model",
-        "if np.allclose(fp32_sums, 0.0, atol=1e-5):  # FP32 returns float probabilities: so must the 8-bit model",
+        "if ctx.result(fp32=True).row_sum_error <= 1e-5:  # FP32 returns float probabilities: so must the 8-bit model",
+        "if ctx.result(fp32=True).row_sum_error < 0:  # FP32 returns float probabilities: so must the 8-bit model",
         (f"{REFUSE}::test_output_shape_refuses_logits_where_fp32_answers_probabilities",),
     ),
     Mutation(
@@ -294,6 +301,27 @@ MUTATIONS = (
             "tests/test_blame_report.py::"
             "test_an_evaluation_is_blamed_when_it_spends_over_half_the_allowed_drop_or_a_class_collapses",
         ),
+    ),
+    Mutation(
+        "inspection cache key without the format's libraries",
+        "ptq_core/inspections.py",
+        '"versions": cache.library_versions(fmt.libraries),',
+        '"versions": cache.library_versions(()),',
+        (f"{PROTECT}::test_a_file_is_inspected_again_when_what_decides_its_inspection_changes",),
+    ),
+    Mutation(
+        "inspection cache key without the format's reading code",
+        "ptq_core/inspections.py",
+        '"code": cache.code_digest(("formats/__init__", f"formats/{fmt.module}", "inspections")),',
+        '"code": cache.code_digest(("formats/__init__", "inspections")),',
+        (f"{PROTECT}::test_a_file_is_inspected_again_when_what_decides_its_inspection_changes",),
+    ),
+    Mutation(
+        "OpenVINO layers cache key without the CPU kind",
+        "ptq_core/inspections.py",
+        '"cpu": cpu_capability(),',
+        '"cpu": "any",',
+        (f"{PROTECT}::test_a_file_is_compiled_again_for_its_openvino_layers_when_what_decides_them_changes",),
     ),
     Mutation(
         "blame cache key without the CPU kind",

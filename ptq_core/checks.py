@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ptq_core.eval import EvalResult
-from ptq_core.evaluation import EvaluationFailed, reason_of
-from ptq_core.formats import FORMATS, Inspection
+from ptq_core.eval import BATCH_SIZE, EvalResult
+from ptq_core.evaluation import EvaluationFailed
+from ptq_core.formats import Inspection
+from ptq_core.inspections import inspection_of, openvino_layers
 from ptq_core.known_failures import known_failure
 from ptq_core.matrix import CELLS, Cell
 
@@ -43,12 +44,12 @@ class Context:
     artifact: Path
     fp32: Path  # the FP32 model in the same format
     evaluate: Callable[[Path, str], EvalResult]  # (model file, runtime) -> result on the scoring images
-    images: np.ndarray  # a few scoring images, for shape checks
     calibration: Any  # the CalibrationSet the cell was calibrated on
     record: dict[str, Any]  # the key the artifact was built under
     sibling: Callable[[Cell], Path] | None = None  # another cell's artifact, same calibration
     runtime: str | None = None
     max_drop: float = MAX_ACCURACY_DROP_POINTS
+    cache_dir: Path | None = None  # where inspections are cached (the store's models folder); None: read afresh
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -64,11 +65,11 @@ class Context:
             artifact=artifact,
             fp32=store.fp32(cell.backend_spec.format, cell.model),
             evaluate=lambda path, runtime: result_on_test(store, path, runtime, cell.model),
-            images=store.split("test").images[:64],
             calibration=store.calibration(model=cell.model),
             record=built_key(artifact),
             sibling=store.quantized,
             max_drop=max_drop,
+            cache_dir=store.models_dir,
         )
 
     def on(self, runtime: str) -> Context:
@@ -79,15 +80,16 @@ class Context:
             self._cache[key] = make()
         return self._cache[key]
 
+    def inspected(self, path: Path) -> Inspection:
+        return inspection_of(path, self.cache_dir)
+
     @property
     def inspection(self) -> Inspection:
-        fmt = FORMATS[self.cell.backend_spec.format]
-        return self._once("inspection", lambda: fmt.inspect(self.artifact))  # type: ignore[no-any-return]
+        return self._once("inspection", lambda: self.inspected(self.artifact))  # type: ignore[no-any-return]
 
     @property
     def fp32_inspection(self) -> Inspection:
-        fmt = FORMATS[self.cell.backend_spec.format]
-        return self._once("fp32_inspection", lambda: fmt.inspect(self.fp32))  # type: ignore[no-any-return]
+        return self._once("fp32_inspection", lambda: self.inspected(self.fp32))  # type: ignore[no-any-return]
 
     def result(self, fp32: bool = False) -> EvalResult:
         """The cell's (or FP32's) result on this runtime; a failed evaluation fails the check with its reason."""
@@ -105,34 +107,17 @@ def _fail(ctx: Context, message: str) -> NoReturn:
 
 
 def check_output_shape(ctx: Context) -> None:
-    """A fresh load answers (N, classes) for a batch of 1 and of 64; float probabilities if FP32 answers them."""
-    from ptq_core.runtimes import as_predictor
-
-    model = ctx.cell.model_spec
-    try:
-        predict = as_predictor(ctx.artifact, model, ctx.runtime)
-    except EvaluationFailed as exc:
-        _fail(ctx, str(exc))
-    for batch in (1, min(64, len(ctx.images))):
-        try:
-            scores = predict(ctx.images[:batch])
-        except Exception as exc:  # the runtime's own error types
-            _fail(ctx, f"failed while scoring a batch of {batch}: {reason_of(exc)}")
-        if scores.shape != (batch, model.num_classes):
-            _fail(ctx, f"batch of {batch} gave scores of shape {scores.shape}, not ({batch}, {model.num_classes})")
-    fp32_sums = _reference(ctx.fp32, ctx.fp32.stat().st_mtime_ns, model, ctx.runtime)(ctx.images[:batch]).sum(axis=1)
-    if np.allclose(fp32_sums, 1.0, atol=1e-5):  # FP32 returns float probabilities: so must the 8-bit model
-        worst = float(np.abs(scores.sum(axis=1) - 1).max())
-        if worst > 1e-5:
+    """The load that scored the test images answered (N, classes) for a batch of 1 and a full one (64); float
+    probabilities if FP32 answers them."""
+    result, classes = ctx.result(), ctx.cell.model_spec.num_classes
+    for batch in (1, min(BATCH_SIZE, result.total)):
+        shape = result.shapes.get(batch)
+        if shape != (batch, classes):
+            _fail(ctx, f"batch of {batch} gave scores of shape {shape}, not ({batch}, {classes})")
+    worst = result.row_sum_error
+    if ctx.result(fp32=True).row_sum_error <= 1e-5:  # FP32 returns float probabilities: so must the 8-bit model
+        if not worst <= 1e-5:
             _fail(ctx, f"rows of probabilities sum to 1 +- {worst:.4f}, not float probabilities (+- 1e-5)")
-
-
-@functools.lru_cache(maxsize=8)
-def _reference(fp32: Path, mtime_ns: int, model: Any, runtime: str | None) -> Callable[[np.ndarray], np.ndarray]:
-    """The FP32 model every cell of a format is compared with, loaded once per process (not per cell)."""
-    from ptq_core.runtimes import as_predictor
-
-    return as_predictor(fp32, model, runtime)
 
 
 def check_calibration_stratified(ctx: Context) -> None:
@@ -162,15 +147,12 @@ def check_weights_are_8bit(ctx: Context) -> None:
 def check_runs_8bit_on_openvino(ctx: Context) -> None:
     """OpenVINO (the ``openvino`` runtime's compile) runs every conv/linear in 8 bits: stored 8-bit weights
     alone do not make it, the plugin may dequantize a pattern it does not recognise and compute in float."""
-    from ptq_core.adapters import openvino_model, worker_threads
     from ptq_core.errors import PTQError
 
     try:
-        compiled = openvino_model(ctx.artifact, worker_threads(), "f32")  # as the openvino runtime compiles it
+        layers = openvino_layers(ctx.artifact, ctx.cache_dir)
     except PTQError as exc:
         _fail(ctx, str(exc))
-    ops = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
-    layers = [(i["layerType"].astype(str), i["runtimePrecision"].astype(str)) for i in ops]
     weight_ops = [precision for kind, precision in layers if kind in ("Convolution", "FullyConnected", "MatMul")]
     in_float = [p for p in weight_ops if p not in ("u8", "i8")]
     if not weight_ops or in_float:
@@ -237,8 +219,7 @@ def check_no_class_collapses(ctx: Context) -> None:
 def check_calibrator_changes_activation_ranges(ctx: Context) -> None:
     """A calibrator that silently falls back to min/max (ORT's entropy with default bins) is caught."""
     assert ctx.sibling is not None
-    fmt = FORMATS[ctx.cell.backend_spec.format]
-    minmax = fmt.inspect(ctx.sibling(ctx.cell.replace(calibrator="minmax"))).activation_scales
+    minmax = ctx.inspected(ctx.sibling(ctx.cell.replace(calibrator="minmax"))).activation_scales
     ours = ctx.inspection.activation_scales
     if not ours or ours.keys() != minmax.keys():
         _fail(ctx, "its quantized activations are not the minmax cell's")

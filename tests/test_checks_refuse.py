@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ptq_core import checks
 from ptq_core.calibration import CalibrationConfig, CalibrationSet
 from ptq_core.checks import CheckFailed, Context
-from ptq_core.eval import EvalResult
+from ptq_core.eval import EvalResult, evaluate
 from ptq_core.evaluation import EvaluationFailed, Outcome
 from ptq_core.formats import Inspection
 from ptq_core.matrix import Cell
@@ -54,13 +54,14 @@ def qdq_model(
     softmax: bool = True,
     depthwise: bool = False,
     bloat: int = 0,
+    batch: int | str = "N",
 ) -> Path:
     """(N, 32, 32, 3) float raw pixels -> (N, classes) probabilities: Transpose, conv1 3x3 (3 -> 32), ReLU,
     conv2 3x3 stride 2 (32 -> 64), ReLU, global average pool, a dense layer and a softmax, written as a
     QDQ model the way ONNX Runtime writes one (s8 weights with one scale per output channel, zero point 0;
     u8 activations quantized at the input of every conv/linear), unless told to leave a weight
     (``"conv1"``, ``"conv2"``, ``"fc"``) or an activation (``"x"``, ``"a1"``, ``"a2"``) in float, store
-    weights in another dtype or per tensor, or bloat the file with ``bloat`` bytes of metadata.
+    weights in another dtype or per tensor, bloat the file with ``bloat`` bytes of metadata, or fix the batch.
     ``depthwise``: conv1 3 -> 256 and conv2 depthwise, 9 weights per output channel (as MobileNetV1's)."""
     rng = np.random.default_rng(0)
     width = 256 if depthwise else 32
@@ -130,8 +131,8 @@ def qdq_model(
     graph = helper.make_graph(
         nodes,
         "synthetic",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 32, 32, 3])],
-        [helper.make_tensor_value_info("probs" if softmax else "logits", TensorProto.FLOAT, ["N", classes])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 32, 32, 3])],
+        [helper.make_tensor_value_info("probs" if softmax else "logits", TensorProto.FLOAT, [batch, classes])],
         inits,
     )
     model = make_model(graph)
@@ -161,6 +162,7 @@ ARTIFACTS: dict[str, dict[str, Any]] = {
     "nine_classes": {"classes": 9},
     "fp32_nine_classes": {"quantize": False, "classes": 9},
     "logits": {"softmax": False},
+    "batch_of_64": {"batch": 64},  # exported with an example batch: only a full batch runs
     "calibrated": {"activation_scales": {"a1": 0.04}},  # another calibrator moved one range
     "calibrated_as_minmax": {},  # another calibrator's artifact with minmax's scales
 }
@@ -183,6 +185,12 @@ def built_under(calib: CalibrationSet) -> dict[str, Any]:
     return {"calibration": asdict(calib.config), "calibration_sha256": calib.sha256}
 
 
+def answered(path: Path, runtime: str) -> EvalResult:
+    """The model scored on 64 random images, as a store scores an artifact on its test split."""
+    images = np.random.default_rng(3).uniform(0, 255, (64, 32, 32, 3)).astype(np.float32)
+    return evaluate(path, images, np.arange(64) % 10, CELL.model_spec, runtime)
+
+
 def not_scored(path: Path, runtime: str) -> EvalResult:
     raise AssertionError("this check does not score the model")
 
@@ -197,13 +205,11 @@ def context(
     **fields: Any,
 ) -> Context:
     calib = calibration if calibration is not None else calibration_set()
-    images = np.random.default_rng(3).uniform(0, 255, (64, 32, 32, 3)).astype(np.float32)
     return Context(
         cell=cell,
         artifact=artifact,
         fp32=fp32,
         evaluate=evaluate,
-        images=images,
         calibration=calib,
         record=built_under(calib) if record is None else record,
         **fields,
@@ -224,23 +230,29 @@ def cases(*rows: tuple[str, ...]) -> list[Any]:
 
 
 def test_output_shape_passes_a_model_answering_the_classes_as_probabilities(models) -> None:
-    checks.check_output_shape(context(models["qdq"], models["fp32"], runtime="onnxruntime"))
+    checks.check_output_shape(context(models["qdq"], models["fp32"], evaluate=answered, runtime="onnxruntime"))
 
 
 def test_output_shape_refuses_a_model_answering_another_number_of_classes(models) -> None:
-    ctx = context(models["nine_classes"], models["fp32_nine_classes"], runtime="onnxruntime")
+    ctx = context(models["nine_classes"], models["fp32_nine_classes"], evaluate=answered, runtime="onnxruntime")
     refuses(ctx, checks.check_output_shape, r"on onnxruntime: batch of 1 gave scores of shape \(1, 9\), not \(1, 10\)")
 
 
+def test_output_shape_refuses_a_model_that_answers_only_a_full_batch(models) -> None:
+    ctx = context(models["batch_of_64"], models["fp32"], evaluate=answered, runtime="onnxruntime")
+    refuses(ctx, checks.check_output_shape, r"on onnxruntime: failed while scoring: on images 0-0: .*Expected: 64")
+
+
 def test_output_shape_refuses_logits_where_fp32_answers_probabilities(models) -> None:
-    ctx = context(models["logits"], models["fp32"], runtime="onnxruntime")
+    ctx = context(models["logits"], models["fp32"], evaluate=answered, runtime="onnxruntime")
     refuses(ctx, checks.check_output_shape, r"rows of probabilities sum to 1 \+- \d+\.\d+, not float probabilities")
 
 
 def test_output_shape_refuses_a_file_the_runtime_cannot_load(models, tmp_path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(models["qdq"].read_bytes()[:1000])
-    refuses(context(broken, models["fp32"], runtime="onnxruntime"), checks.check_output_shape, "failed to load")
+    ctx = context(broken, models["fp32"], evaluate=answered, runtime="onnxruntime")
+    refuses(ctx, checks.check_output_shape, "on onnxruntime: failed to load")
 
 
 # check_calibration_stratified
@@ -481,8 +493,9 @@ def test_file_ratio_limit(backend, extra) -> None:
 
 
 def result(correct: int, total: int = 10_000, per_class: tuple[float, ...] | None = None) -> EvalResult:
+    """As a load that answered ten probabilities per image scores it."""
     per_class = per_class if per_class is not None else (correct / total,) * 10
-    return EvalResult(correct, total, per_class, np.zeros(0, np.int64))
+    return EvalResult(correct, total, per_class, np.zeros(0, np.int64), {1: (1, 10), 64: (64, 10)}, 0.0)
 
 
 def scored(models: dict[str, Path], quantized: dict[str, EvalResult], fp32: dict[str, EvalResult]):

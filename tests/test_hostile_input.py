@@ -234,8 +234,8 @@ def test_a_model_with_300_classes_scores_100_percent_on_its_own_argmax(tmp_path)
     assert store.model.num_classes == classes
     result = result_on_test(store, store.fp32("onnx"), "onnxruntime", store.model.name)
     assert result.correct == 2 * classes and result.accuracy == 1.0
-    (cached,) = (store.models_dir / "predictions").glob("*.npy")
-    assert np.load(cached).dtype == np.uint16
+    (cached,) = (store.models_dir / "predictions").glob("*.npz")
+    assert np.load(cached)["predictions"].dtype == np.uint16
 
 
 # 3. --max-drop, --seed, --samples

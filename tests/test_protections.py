@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,9 @@ from ptq_core.baselines import BaselineChanged
 from ptq_core.calibration import CalibrationConfig, CalibrationSet
 from ptq_core.cifar10 import read_batch
 from ptq_core.errors import PTQError
+from ptq_core.eval import Answers
+from ptq_core.formats import FORMATS, Format, Inspection
+from ptq_core.inspections import inspection_of, openvino_layers
 from ptq_core.machine import baseline_id, libraries_of
 from ptq_core.matrix import Cell
 from ptq_core.models import DEFAULT_MODEL, MODELS
@@ -248,11 +252,11 @@ def test_a_new_release_of_a_runtimes_library_scores_its_predictions_again(store,
     ws, _ = store
     scored: list[str] = []
 
-    def predict_scores(artifact: Path, images: np.ndarray, spec: Any, rt: str) -> np.ndarray:
+    def answer(artifact: Path, images: np.ndarray, spec: Any, rt: str) -> Answers:
         scored.append(rt)
-        return np.eye(10, dtype=np.float32)[: len(images)]
+        return Answers(np.arange(len(images)), {1: (1, 10), len(images): (len(images), 10)}, 0.0)
 
-    monkeypatch.setattr(predictions, "predict_scores", predict_scores)
+    monkeypatch.setattr(predictions, "answer", answer)
     artifact = ws.files[RUNTIMES[runtime].format]
     for _ in range(2):
         assert predictions.predictions_on_test(ws, artifact, runtime).tolist() == [0, 1, 2, 3]
@@ -260,6 +264,64 @@ def test_a_new_release_of_a_runtimes_library_scores_its_predictions_again(store,
     new_release(monkeypatch, library)
     predictions.predictions_on_test(ws, artifact, runtime)
     assert scored == [runtime] * 2, f"{library} is not in the key of predictions on {runtime}"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "change"),
+    [(f, change) for f in FORMATS for change in ("python", "numpy", *FORMATS[f].libraries, "its reader", "the file")],
+)
+def test_a_file_is_inspected_again_when_what_decides_its_inspection_changes(store, fmt, change, tmp_path, monkeypatch):
+    ws, _ = store
+    read: list[str] = []
+    facts = Inspection(3, 3, True, ("int8",), ("uint8",), ("per_channel",), 120, 0, 200, {"a1": 0.05})
+
+    def inspect(self: Format, path: Path) -> Inspection:
+        read.append(path.name)
+        return facts
+
+    monkeypatch.setattr(Format, "inspect", inspect)
+    artifact, folder = ws.files[fmt], ws.models_dir
+    assert inspection_of(artifact, folder) == inspection_of(artifact, folder) == facts and read == [artifact.name]
+    if change == "its reader":
+        reader = edited_package(tmp_path, monkeypatch) / "formats" / f"{FORMATS[fmt].module}.py"
+        reader.write_text(reader.read_text() + "\n# edited\n")
+    elif change == "the file":
+        artifact.write_bytes(artifact.read_bytes() + b" rebuilt")
+    else:
+        new_release(monkeypatch, change)
+    assert inspection_of(artifact, folder) == facts
+    assert read == [artifact.name] * 2, f"{change} is not in the key of {fmt}'s inspection"
+
+
+@pytest.mark.parametrize("change", ["python", "numpy", "openvino", "the compiling code", "the CPU", "the file"])
+def test_a_file_is_compiled_again_for_its_openvino_layers_when_what_decides_them_changes(
+    store, change, tmp_path, monkeypatch
+) -> None:
+    from ptq_core import adapters, machine
+
+    ws, _ = store
+    compiled: list[str] = []
+    op = SimpleNamespace(get_rt_info=lambda: {"layerType": np.str_("Convolution"), "runtimePrecision": np.str_("u8")})
+
+    def openvino_model(path: Path, threads: int, precision: str | None) -> Any:
+        compiled.append(precision)
+        return SimpleNamespace(get_runtime_model=lambda: SimpleNamespace(get_ordered_ops=lambda: [op]))
+
+    monkeypatch.setattr(adapters, "openvino_model", openvino_model)
+    artifact, folder = ws.files["onnx"], ws.models_dir
+    assert openvino_layers(artifact, folder) == openvino_layers(artifact, folder) == [("Convolution", "u8")]
+    assert compiled == ["f32"]  # as the openvino runtime compiles it
+    if change == "the compiling code":
+        adapter = edited_package(tmp_path, monkeypatch) / "adapters.py"
+        adapter.write_text(adapter.read_text() + "\n# edited\n")
+    elif change == "the CPU":
+        monkeypatch.setattr(machine, "cpu_capability", lambda: "another CPU")
+    elif change == "the file":
+        artifact.write_bytes(artifact.read_bytes() + b" rebuilt")
+    else:
+        new_release(monkeypatch, change)
+    openvino_layers(artifact, folder)
+    assert compiled == ["f32"] * 2, f"{change} is not in the key of the OpenVINO layers"
 
 
 @pytest.mark.parametrize("backend", list(ARTIFACT_LIBRARIES))
