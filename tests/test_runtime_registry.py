@@ -62,7 +62,7 @@ def test_a_registered_runtime_is_deployed_and_timed_by_ptq_bench(again, ws, monk
     timed = [d for d in deps if d.runtime in ("onnxruntime", again)]
     monkeypatch.setattr(bench, "deployments", lambda ws, model: timed)
     monkeypatch.setattr(bench, "macs_of", lambda ws, model: 12_500_000)  # ResNet8's; counting it builds torch's
-    measured = bench.measure(FirstImages(ws, 1024), batches=(256,), threads=(1,), rounds=2, say=lambda line: None)
+    measured = bench.measure(FirstImages(ws, 256), batches=(64,), threads=(1,), rounds=2, say=lambda line: None)
     rows = {(r["runtime"], r["model"]): r for r in measured["rows"]}
     for d in timed:
         if d.runtime == again:

@@ -25,10 +25,11 @@ def add(sub: Any) -> None:
         help="which layers a quantized cell loses its accuracy in",
         description="Each conv/linear layer of the cell is left alone in float and ranked by the images it wins "
         "back among the test images FP32 and the cell classify differently; the top layers are then scored on the "
-        "whole test split. For ONNX (QDQ) cells, each layer's output and weight SQNR against FP32 and the range "
-        "the calibrator chose for its output stand beside it. Prints a headline and a markdown table; progress "
-        "goes to stderr. With --model and --data, the cell is one of YOUR classifier's, as `ptq run` with the same "
-        "options names and builds it (a blame `ptq run` measured is read from its cache).",
+        "whole test split. Each layer's output and weight SQNR against FP32 (ONNX Runtime's QDQ graph for ONNX "
+        "cells, torchao's numeric debugger for PT2E ones) and the range the calibrator chose for its output stand "
+        "beside it. A backend that declares no mixed precision (NNCF) is refused by name. Prints a headline and a "
+        "markdown table; progress goes to stderr. With --model and --data, the cell is one of YOUR classifier's, "
+        "as `ptq run` with the same options names and builds it (a blame `ptq run` measured is read from its cache).",
         epilog=f"examples:\n  {EXAMPLE.splitlines()[0]}\n  {USER_EXAMPLE}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
