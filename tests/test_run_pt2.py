@@ -90,6 +90,23 @@ def test_fp32_is_scored_in_both_formats_and_their_agreement_reported(pt2_run) ->
     assert results["run"]["pt2"].endswith("brightest.pt2")
 
 
+@pytest.mark.e2e  # a short tune: an ONNX export, 2 PT2E and 3 ONNX builds, 7 validations, 9 timings: 27 s measured
+def test_ptq_tune_tries_a_pt2s_pt2e_cells_on_inductor_and_its_onnx_export_on_the_onnx_runtimes(ws, tmp_path) -> None:
+    model, out = _archive(tmp_path / "brightest.pt2"), tmp_path / "tuned"
+    argv = ["tune", "--onnx", model, "--data", tiny_data(tmp_path / "data.npz"), "--max-drop", "3", "--out", out,
+            "--calibration", tiny_data(tmp_path / "calibration.npz", n=600), "--cache", ws.models_dir / "run-pt2",
+            "--cells", *CELLS]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    result = json.loads((out / "tune.json").read_text())
+    tried = {(c["cell"], c["runtime"]) for c in result["candidates"]}
+    assert ("brightest-pytorch-uint8-minmax-per_channel", "inductor") in tried, tried
+    assert {rt for cell, rt in tried if cell == "brightest-onnxruntime-u8s8-percentile-per_channel"} == {
+        "onnxruntime",
+        "openvino",
+    }, tried
+    assert not result["failed_candidates"] and result["chosen"]["test_accuracy"] > 0.99, result["chosen"]
+
+
 def _not_a_zip(d: Path) -> Path:
     (d / "m.pt2").write_bytes(b"not an archive")
     return d / "m.pt2"

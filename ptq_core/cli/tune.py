@@ -14,7 +14,7 @@ from ptq_core.options import max_drop_points, minutes, whole_number
 NAME = "tune"
 EXAMPLE = """python -m ptq_core tune --max-drop 0.3 --out tuned/
 the model to ship: fastest within 0.3 points of FP32 on validation images; test scored once
-(--onnx my_model.onnx --data test.npz --calibration calib.npz: YOUR classifier)"""
+(--onnx my_model.onnx or my_model.pt2 --data test.npz --calibration calib.npz: YOUR classifier)"""
 
 
 def add(sub: Any) -> None:
@@ -62,7 +62,13 @@ def add(sub: Any) -> None:
         help=f"calibrate each cell on each of these numbers of stratified train images (default {sizes}; "
         "entropy and distribution cells on the first only; not with --onnx: a user's model has one set)",
     )
-    parser.add_argument("--onnx", type=Path, metavar="MODEL.onnx", help="tune YOUR classifier instead (as ptq run)")
+    parser.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="MODEL",
+        help="tune YOUR classifier instead, as ptq run takes it: an ONNX file, or a torch.export archive (.pt2) "
+        "whose PT2E cells are tried on Inductor and whose ONNX export the ONNX cells quantize",
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -89,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
     check_replaceable(args.out, "tune", keep={**inputs, "--models-dir": args.models_dir})  # before the search
     if args.onnx is None:
         if args.data or args.calibration or args.output:
-            raise PTQError("--data, --calibration and --output go with --onnx MODEL.onnx (your classifier)")
+            raise PTQError("--data, --calibration and --output go with --onnx MODEL (your classifier: .onnx or .pt2)")
         ws, model = workspace(args), args.model
     else:
         if args.data is None or args.calibration is None:
