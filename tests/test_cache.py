@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,19 @@ def test_second_call_with_same_key_reuses(tmp_path: Path) -> None:
     build_once(path, {"v": 1}, build)
     assert build.calls == 1
     assert len((tmp_path / BUILD_LOG).read_text().splitlines()) == 1
+
+
+def test_the_build_log_says_what_each_build_took(tmp_path: Path) -> None:
+    def slow(tmp: Path) -> None:
+        time.sleep(0.25)
+        tmp.write_bytes(b"model")
+
+    path = build_once(tmp_path / "m.onnx", {"v": 1}, slow)
+    build_once(path, {"v": 1}, slow)  # reused: not a build
+    (line,) = (tmp_path / BUILD_LOG).read_text().splitlines()
+    _, pid, name, digest, seconds = line.split()
+    assert (int(pid), name, digest) == (os.getpid(), "m.onnx", hashlib.sha256(b"model").hexdigest())
+    assert 0.25 <= float(seconds) < 5, line
 
 
 def test_changed_key_rebuilds(tmp_path: Path) -> None:
