@@ -67,7 +67,8 @@ def add(sub: Any) -> None:
         type=Path,
         metavar="MODEL",
         help="tune YOUR classifier instead, as ptq run takes it: an ONNX file, or a torch.export archive (.pt2) "
-        "whose PT2E cells are tried on Inductor and whose ONNX export the ONNX cells quantize",
+        "whose uint8 PT2E cells are tried on Inductor (its x86 int8 kernels take uint8 activations) and whose "
+        "ONNX export the ONNX cells quantize",
     )
     parser.add_argument(
         "--data",
