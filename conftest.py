@@ -10,6 +10,7 @@ peak memory) and the checks' tests are the pytest plugin's (``ptq_core/pytest_pl
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from pathlib import Path
 
@@ -47,6 +48,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"accuracy drop against another library stack's baseline that fails a cell (default "
         f"{DEFAULT_TOLERANCE_POINTS}: the widest gap measured between two int8 kernel sets on one file)",
     )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Each process's last step: after pytest's own end-of-run collection (unraisable exceptions), freeze what
+    is left so the interpreter's exit does not walk it again. With torch, OpenVINO and the session's arrays
+    alive, that walk kept each xdist worker up ~2 s after its last test, and the run waited for it."""
+    gc.freeze()
 
 
 @pytest.hookimpl(optionalhook=True)  # the plugin's (ptq_core/pytest_plugin/hooks.py)
