@@ -18,6 +18,7 @@ from ptq_core.sqnr import TensorSQNR, activation_sqnr, format_table
 CELL = Cell("onnxruntime", "u8s8", "minmax", "per_channel")
 N_IMAGES = 256
 EPS = np.finfo(float).eps  # qdq_loss_debug floors both norms at this: identical tensors give 20 log10(|x| / eps)
+pytestmark = pytest.mark.xdist_group("sqnr")  # one worker computes `rows` (2.7 s) for all of them
 
 
 @pytest.fixture(scope="module")
