@@ -13,9 +13,9 @@ project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_t
 requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
 lines = []
 for requirement in requirements:
-    match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(>=|==)\s*([^,;\s]+)", requirement.strip())
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(>=|==)\s*([^,;\s]+)(\s*,\s*<[^,;\s]+)?", requirement.strip())
     if not match:
-        sys.exit(f"{requirement!r}: every dependency needs a floor (name>=version or name==version)")
+        sys.exit(f"{requirement!r}: every dependency needs a floor (name>=version[,<bound] or name==version)")
     lines.append(f"{match[1]}=={match[3]}")
 Path(sys.argv[1]).write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
