@@ -1,5 +1,3 @@
-import sys
+from ptq_core.cli import console
 
-from ptq_core.cli import main
-
-sys.exit(main())
+console()

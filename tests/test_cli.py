@@ -122,3 +122,14 @@ def test_compare_of_a_missing_folder_exits_2(tmp_path, capsys, ws) -> None:
         main(["compare", str(tmp_path / "nope"), str(tmp_path), "--cifar10-dir", str(ws.cifar10_dir)])
     assert exit_info.value.code == 2
     assert "is not a baseline folder" in capsys.readouterr().err
+
+
+def test_ptq_exits_with_the_status_main_returned(monkeypatch) -> None:
+    from ptq_core import cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 1)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))  # not this worker's heap
+    with pytest.raises(SystemExit) as exit_info:
+        cli.console()
+    assert exit_info.value.code == 1 and calls == ["main", "freeze"]
