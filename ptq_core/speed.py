@@ -173,9 +173,13 @@ def measure_guard(fp32: Path, quantized: Path, guard: Guard, images: np.ndarray,
         torch.set_num_threads(threads)
 
 
-# Measurements of a guard before it fails: a lost kernel is slow in every one, a burst of load from another
-# process is not (seen once: 0.70x for a guard whose 13 other runs gave 1.55-1.58x).
-MEASUREMENTS_TO_FAIL = 2
+# Measurements of a guard before it fails, each after a pause: a lost kernel is slow in every one, a burst of
+# load from another process is not. Seen once: 0.70x for a guard whose 13 other runs gave 1.55-1.58x. On the
+# Zen 5 EPYC on 2026-12-03, such bursts lasted long enough to cover two back-to-back measurements (3 s each):
+# five runs of the guards failed 7 of 50 (the ORT u8s8 b1 guard 1.22x and 1.22x, committed 1.56x), while a
+# 150 s loop of two guards, measured alone, never gave two slow ones in a row for the same guard.
+MEASUREMENTS_TO_FAIL = 3
+REMEASURE_AFTER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -210,8 +214,9 @@ def judge_speed(
     """What the ratios measured so far (8-bit over FP32) say against ``committed`` (``baseline``'s ratios).
 
     No committed ratio for the guard (a new CPU), or ``regen``: the ratio is written and passes, reported.
-    Slower than committed by more than ``tolerance``: measured again, and fails when all of
-    ``MEASUREMENTS_TO_FAIL`` are. Faster by more: passes, reported.
+    Slower than committed by more than ``tolerance``: measured again (``guard_speed`` waits
+    ``REMEASURE_AFTER_S`` first), and fails when all of ``MEASUREMENTS_TO_FAIL`` are. Faster by more: passes,
+    reported.
     """
     ratio = max(ratios)
     if regen or guard_id not in committed:
@@ -253,12 +258,19 @@ def record_ratio(baseline: Path, guard_id: str, ratio: float) -> None:
 
 
 def guard_speed(
-    guard_id: str, measure: Callable[[], float], baseline: Path, tolerance: float, regen: bool = False
+    guard_id: str,
+    measure: Callable[[], float],
+    baseline: Path,
+    tolerance: float,
+    regen: bool = False,
+    pause: Callable[[], None] = lambda: time.sleep(REMEASURE_AFTER_S),
 ) -> SpeedVerdict:
-    """Measure a guard (again while ``judge_speed`` asks) and write its ratio when the verdict says so."""
+    """Measure a guard (again, after ``pause``, while ``judge_speed`` asks) and write its ratio when the verdict
+    says so."""
     committed = committed_ratios(baseline)
     ratios = [measure()]
     while (verdict := judge_speed(committed, guard_id, ratios, tolerance, baseline, regen)).outcome == "remeasure":
+        pause()
         ratios.append(measure())
     if verdict.writes:
         record_ratio(baseline, guard_id, verdict.ratio)
