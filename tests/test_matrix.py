@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from ptq_core.backends import BACKENDS
@@ -9,6 +11,7 @@ from ptq_core.checks import CHECKS
 from ptq_core.errors import PTQError
 from ptq_core.known_failures import EVALUATION, KNOWN_FAILURES, known_failure
 from ptq_core.matrix import CELLS, Cell, cells_of
+from ptq_core.pytest_plugin.matrix import UngroupedWarning, pytest_collection_finish, ungrouped
 
 
 @pytest.mark.parametrize(
@@ -91,3 +94,35 @@ def test_known_failures_name_real_cells_and_checks() -> None:
 def test_unknown_option_lists_the_choices(kwargs: dict, message: str) -> None:
     with pytest.raises(PTQError, match=message):
         Cell(**kwargs)
+
+
+@pytest.mark.parametrize("cell", [Cell("onnxruntime", "u8s8")], ids=lambda cell: cell.id)
+def test_a_cells_tests_reach_the_scheduler_as_one_group(cell: Cell, request: pytest.FixtureRequest) -> None:
+    """A test about a cell is in the cell's xdist group, and under ``--dist loadgroup`` (``pytest -n auto``) its id
+    carries the ``@group`` suffix by which pytest-xdist keeps a group in one worker."""
+    assert request.node.get_closest_marker("xdist_group").args == (cell.id,)
+    if getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith(f"@{cell.id}"), f"{request.node.nodeid}: {ungrouped.__doc__}"
+
+
+def _item(nodeid: str, group: str | None) -> SimpleNamespace:
+    mark = pytest.mark.xdist_group(group).mark if group else None
+    return SimpleNamespace(nodeid=nodeid, get_closest_marker=lambda name: mark if name == "xdist_group" else None)
+
+
+ITEMS = [_item("t.py::grouped@g", "g"), _item("t.py::lost", "g"), _item("t.py::free", None)]
+
+
+def test_a_grouped_test_without_its_suffix_is_ungrouped() -> None:
+    assert ungrouped(ITEMS) == ["t.py::lost"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("loadgroup", [True, False])
+def test_an_ungrouped_run_under_loadgroup_is_reported(loadgroup: bool, recwarn: pytest.WarningsRecorder) -> None:
+    session = SimpleNamespace(config=SimpleNamespace(option=SimpleNamespace(loadgroup=loadgroup)), items=ITEMS)
+    pytest_collection_finish(session)  # type: ignore[arg-type]
+    found = [str(w.message) for w in recwarn if issubclass(w.category, UngroupedWarning)]
+    assert len(found) == loadgroup
+    if loadgroup:
+        assert "did not group 1 tests by their xdist_group mark" in found[0] and "t.py::lost" in found[0]
+        assert "install pytest<9.2" in found[0]
