@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ptq_core import blame_report, cli, report
+from ptq_core import blame_report, cli, report, speed
 from ptq_core.checks import MAX_ACCURACY_DROP_POINTS
 from ptq_core.evaluation import EvaluationFailed, Outcome, reason_of
 from ptq_core.known_failures import EVALUATION, KNOWN_FAILURES, known_failure
@@ -350,6 +350,7 @@ def test_ptq_bench_times_every_deployment_that_runs_and_marks_the_rest(inject, w
     ]
     monkeypatch.setattr(bench, "deployments", lambda ws, model: deps)
     monkeypatch.setattr(bench, "macs_of", lambda ws, model: 12_500_000)  # ResNet8's; counting it builds torch's
+    monkeypatch.setattr(speed, "SEGMENT_S", 0.01)
     measured = bench.measure(FirstImages(ws, 256), batches=(64,), threads=(1,), rounds=2, say=lambda line: None)
     rows = {(r["runtime"], r["model"]): r for r in measured["rows"]}
     assert rows[(FAULTY, int8.id)]["outcome"] == "failed to load" and "images_per_s" not in rows[(FAULTY, int8.id)]
@@ -376,6 +377,7 @@ def test_ptq_tune_records_the_candidates_a_runtime_failed_and_chooses_among_the_
 
     inject(refuse=("u8s8-minmax",))
     monkeypatch.setattr(tune, "SPEED_ROUNDS", 2)  # the bookkeeping is under test, not the timing
+    monkeypatch.setattr(speed, "SEGMENT_S", 0.01)
     monkeypatch.setattr(tune, "HEAD_TO_HEAD_ROUNDS", 2)
     calibration = tiny_data(tmp_path / "calibration.npz", n=600)
     out = tmp_path / "tuned"

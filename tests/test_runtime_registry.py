@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ptq_core import adapters, bench, cli, tune
+from ptq_core import adapters, bench, cli, speed, tune
 from ptq_core.checks import CHECKS, subjects
 from ptq_core.matrix import CELLS, Cell
 from ptq_core.runtimes import RUNTIMES, Runtime, runtimes_for
@@ -62,6 +62,7 @@ def test_a_registered_runtime_is_deployed_and_timed_by_ptq_bench(again, ws, monk
     timed = [d for d in deps if d.runtime in ("onnxruntime", again)]
     monkeypatch.setattr(bench, "deployments", lambda ws, model: timed)
     monkeypatch.setattr(bench, "macs_of", lambda ws, model: 12_500_000)  # ResNet8's; counting it builds torch's
+    monkeypatch.setattr(speed, "SEGMENT_S", 0.01)
     measured = bench.measure(FirstImages(ws, 256), batches=(64,), threads=(1,), rounds=2, say=lambda line: None)
     rows = {(r["runtime"], r["model"]): r for r in measured["rows"]}
     for d in timed:
@@ -74,6 +75,7 @@ def test_a_registered_runtime_is_deployed_and_timed_by_ptq_bench(again, ws, monk
 @pytest.mark.slow
 def test_a_registered_runtime_is_searched_by_ptq_tune(again, ws, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tune, "SPEED_ROUNDS", 2)  # the bookkeeping is under test, not the timing
+    monkeypatch.setattr(speed, "SEGMENT_S", 0.01)
     monkeypatch.setattr(tune, "HEAD_TO_HEAD_ROUNDS", 2)
     out, calibration = tmp_path / "tuned", tiny_data(tmp_path / "calibration.npz", n=600)
     args = ["tune", "--onnx", tiny_classifier(tmp_path / "tiny.onnx"), "--data", tiny_data(tmp_path / "data.npz"),
