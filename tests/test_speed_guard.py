@@ -4,10 +4,11 @@ An upgrade that loses the int8 kernels (say u8s8 from 2x FP32 to 1x) keeps every
 these fail it. The ratio (8-bit over FP32 throughput, median of per-round ratios, ``PairedTimer``) is
 compared with the committed ratio for this CPU (``tests/baselines/speed/<machine>-<capability>-<N>macs.yml``,
 N the int8 MACs its unit retires per cycle: ``ptq_core.speed.speed_platform``) by
-``ptq_core.speed.judge_speed``: slower by more than ``TOLERANCE`` in two measurements fails, faster by more
-is reported. A CPU without a committed ratio gets its measured one written there and passes, reported as
-new (a ``BaselineChanged`` warning), as the accuracy baselines of a new platform do; ``--force-regen``
-rewrites them. ``tox -e speed`` runs the guards; the rule's own tests below run in the default suite.
+``ptq_core.speed.judge_speed``: slower by more than ``TOLERANCE`` in ``MEASUREMENTS_TO_FAIL`` measurements,
+``REMEASURE_AFTER_S`` apart, fails; faster by more is reported. A CPU without a committed ratio gets its
+measured one written there and passes, reported as new (a ``BaselineChanged`` warning), as the accuracy
+baselines of a new platform do; ``--force-regen`` rewrites them. ``tox -e speed`` runs the guards; the
+rule's own tests below run in the default suite.
 """
 
 from __future__ import annotations
